@@ -1,0 +1,33 @@
+"""Guards for the modules that need ROS 2, so the pip-installed library fails clearly.
+
+The library (model, training, evaluation) installs with pip on machines without ROS; the
+node and behaviour modules need rclpy. They call `require_ros(__name__)` first, which turns
+a bare `ModuleNotFoundError: rclpy` deep in an import chain into an instruction.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+__all__ = ["ros_available", "require_ros", "cv_bridge_available"]
+
+
+def ros_available() -> bool:
+    """True when rclpy can be imported (a sourced ROS 2 install or the project's .venv)."""
+    return importlib.util.find_spec("rclpy") is not None
+
+
+def cv_bridge_available() -> bool:
+    """True when the ROS 2 cv_bridge (a real ROS install) is importable."""
+    return importlib.util.find_spec("cv_bridge") is not None
+
+
+def require_ros(module: str) -> None:
+    """Raise ImportError naming `module` and how to get ROS 2, unless rclpy is importable."""
+    if not ros_available():
+        raise ImportError(
+            f"{module} needs ROS 2 (rclpy), which is not importable here. "
+            "Run `make setup` in the emodan_ros repository and `. install/setup.sh`, "
+            "or source a ROS 2 install (e.g. `source /opt/ros/jazzy/setup.bash`) and build "
+            "the package with colcon. The rest of emodan_ros (training, evaluation, "
+            "model) works without ROS."
+        )
