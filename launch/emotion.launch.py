@@ -1,0 +1,72 @@
+"""Run emotion_node on a camera: `ros2 launch emodan_ros emotion.launch.py image_topic:=/camera/image_raw`.
+
+Arguments: image_topic, compressed, params_file, device, model_path, namespace, use_sim_time,
+debug_image. The node's relative topics are remapped here: `image` (or `image/compressed`)
+to the camera; `landmarks`, `emotions` and `debug_image` stay under the namespace.
+
+Camera-size images over best-effort Fast DDS lose most frames with the default 0.5 MB
+shared-memory segment; the package's Fast DDS profile (share/emodan_ros/config/fastdds.xml)
+enlarges it. It is set for this launch unless FASTDDS_DEFAULT_PROFILES_FILE is already set;
+the camera driver's process needs the same profile for the fix to work.
+"""
+
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "emodan_ros"
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare(PACKAGE)
+    image_topic = LaunchConfiguration("image_topic")
+    arguments = [
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
+                              description="Camera image topic (sensor_msgs/Image); with compressed:=true "
+                                          "the node reads <image_topic>/compressed"),
+        DeclareLaunchArgument("compressed", default_value="false",
+                              description="Subscribe to <image_topic>/compressed (CompressedImage)"),
+        DeclareLaunchArgument("params_file",
+                              default_value=PathJoinSubstitution([share, "config", "emotion.yaml"]),
+                              description="Node parameters (YAML)"),
+        DeclareLaunchArgument("device", default_value="auto", description="auto, cuda or cpu"),
+        DeclareLaunchArgument("model_path", default_value="",
+                              description="Model checkpoint; empty = the package's default model"),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="Use /clock (bag replay with --clock)"),
+        DeclareLaunchArgument("debug_image", default_value="true",
+                              description="Publish the annotated debug_image while it has subscribers"),
+    ]
+    actions = list(arguments)
+    if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        actions.append(SetEnvironmentVariable(
+            "FASTDDS_DEFAULT_PROFILES_FILE", PathJoinSubstitution([share, "config", "fastdds.xml"])))
+    actions.append(Node(
+        package=PACKAGE,
+        executable="emotion_node",
+        name="emotion_node",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                "compressed": ParameterValue(LaunchConfiguration("compressed"), value_type=bool),
+                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
+                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                "publish_debug_image": ParameterValue(LaunchConfiguration("debug_image"), value_type=bool),
+            },
+        ],
+        remappings=[
+            ("image", image_topic),
+            ("image/compressed", [image_topic, "/compressed"]),
+        ],
+    ))
+    return LaunchDescription(actions)

@@ -1,0 +1,344 @@
+"""emotion_node over real DDS, in process (isolated domain from conftest), with an untrained model.
+
+The model is random (Predictor.random()), so the tests check plumbing and geometry, not the
+emotion: one face found on a real photo, 68 landmarks on it, probabilities that sum to 1, header
+copied, empty arrays without a face, bad frames counted while the node keeps going, ids stable
+on a moving face, parameters validated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from conftest import HAS_MSGS, spin_until
+
+pytestmark = pytest.mark.skipif(not HAS_MSGS, reason="needs rclpy and the colcon-built emodan_ros.msg: "
+                                "run `make test` (or `make setup` and `. install/setup.sh`)")
+
+if HAS_MSGS:
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
+
+# Around the astronaut's face in skimage.data.astronaut() (512x512): forehead to chin, ear to ear,
+# widened by the model's crop margin (an untrained model's points stay inside its crop).
+ASTRONAUT_REGION = (150.0, 50.0, 300.0, 215.0)
+TEST_PARAMS = {"qos_reliability": "reliable", "redetect_every": 1, "detector_max_side": 512,
+               "smoothing": 0.0, "diagnostics_period": 0.2}
+
+
+def astronaut_bgr() -> np.ndarray:
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def image_msg(bgr: np.ndarray, stamp: tuple[int, int] = (100, 0), frame_id: str = "camera") -> Any:
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", is_bigendian=0, step=bgr.shape[1] * 3)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame_id
+    msg.data = np.ascontiguousarray(bgr).tobytes()
+    return msg
+
+
+def jpeg_msg(bgr: np.ndarray, stamp: tuple[int, int] = (100, 0)) -> Any:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    msg = CompressedImage(format="jpeg")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = "camera"
+    msg.data = buf.tobytes()
+    return msg
+
+
+class Harness:
+    """Camera side and consumer side of one emotion node."""
+
+    def __init__(self, context: Any, node: Any, compressed: bool = False,
+                 reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE) -> None:
+        import rclpy
+
+        self.node = node
+        self.peer = rclpy.create_node(f"harness_{node.get_name()}", context=context,
+                                      namespace=node.get_namespace())
+        qos = QoSProfile(depth=5, reliability=reliability)
+        topic = "image/compressed" if compressed else "image"
+        self.pub = self.peer.create_publisher(CompressedImage if compressed else Image, topic, qos)
+        self.landmarks: list[Any] = []
+        self.emotions: list[Any] = []
+        self.peer.create_subscription(FaceLandmarksArray, "landmarks", self.landmarks.append, 10)
+        self.peer.create_subscription(EmotionStateArray, "emotions", self.emotions.append, 10)
+        assert self.spin(lambda: self.pub.get_subscription_count() > 0 and
+                         self.peer.count_publishers("emotions") > 0, 10.0), "no DDS discovery"
+
+    def spin(self, condition: Any, timeout: float = 20.0) -> bool:
+        return spin_until([self.node, self.peer], condition, timeout)
+
+    def send_and_wait(self, msg: Any, timeout: float = 30.0) -> tuple[Any, Any]:
+        """Publish one frame and wait for both results stamped with it."""
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+        def find(items: list[Any]) -> Any:
+            return next((m for m in items if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp), None)
+
+        self.pub.publish(msg)
+        assert self.spin(lambda: find(self.landmarks) is not None and find(self.emotions) is not None,
+                         timeout), f"no result for the frame stamped {stamp}"
+        return find(self.landmarks), find(self.emotions)
+
+    def send_bad_and_wait(self, msg: Any, timeout: float = 20.0) -> None:
+        before = self.node.counts["bad_frames"] + self.node.counts["errors"]
+        self.pub.publish(msg)
+        assert self.spin(lambda: self.node.counts["bad_frames"] + self.node.counts["errors"] > before, timeout)
+
+    def close(self) -> None:
+        self.peer.destroy_node()
+
+
+def _make_node(context: Any, name: str, **params: Any) -> Any:
+    from emodan_ros.emotion_node import EmotionNode
+    from emodan_ros.predictor import Predictor
+
+    overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, **params}.items()]
+    return EmotionNode(name, predictor=Predictor.random(), context=context, parameter_overrides=overrides,
+                       namespace=f"/t{os.getpid()}_{name}")
+
+
+@pytest.fixture(scope="module")
+def raw(rclpy_context: Any) -> Any:
+    node = _make_node(rclpy_context, "raw")
+    harness = Harness(rclpy_context, node)
+    yield harness
+    harness.close()
+    node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def compressed(rclpy_context: Any) -> Any:
+    node = _make_node(rclpy_context, "compressed", compressed=True)
+    harness = Harness(rclpy_context, node, compressed=True)
+    yield harness
+    harness.close()
+    node.destroy_node()
+
+
+def _check_one_astronaut(landmarks: Any, emotions: Any, stamp: tuple[int, int]) -> None:
+    assert len(landmarks.faces) == 1 and len(emotions.states) == 1
+    face, state = landmarks.faces[0], emotions.states[0]
+    assert (face.header.stamp.sec, face.header.stamp.nanosec) == stamp
+    assert landmarks.header.frame_id == "camera" == state.header.frame_id
+    assert (face.image_width, face.image_height) == (512, 512)
+    pts = np.asarray(face.landmarks, np.float64).reshape(68, 2)
+    assert np.isfinite(pts).all()
+    x0, y0, x1, y1 = ASTRONAUT_REGION
+    assert ((pts[:, 0] > x0) & (pts[:, 0] < x1) & (pts[:, 1] > y0) & (pts[:, 1] < y1)).all()
+    bx, by = face.box_x, face.box_y
+    assert face.box_width > 20 and face.box_height > 20
+    assert (pts[:, 0] >= bx - 1).all() and (pts[:, 0] <= bx + face.box_width + 1).all()
+    assert (pts[:, 1] >= by - 1).all() and (pts[:, 1] <= by + face.box_height + 1).all()
+    assert 0.0 <= face.quality <= 1.0 and 0.0 < face.detection_score <= 1.0
+    assert face.face_id == state.face_id
+    probs = np.asarray(state.probabilities)
+    assert len(state.class_names) == len(probs) == 8
+    assert abs(probs.sum() - 1.0) < 1e-4
+    assert state.emotion == state.class_names[int(np.argmax(probs))]
+    assert abs(state.probability - probs.max()) < 1e-6
+
+
+def test_raw_image_of_a_face_gives_one_face_with_68_landmarks(raw: Harness) -> None:
+    landmarks, emotions = raw.send_and_wait(image_msg(astronaut_bgr(), (101, 5)))
+    _check_one_astronaut(landmarks, emotions, (101, 5))
+
+
+def test_rgb8_and_mono8_encodings_are_accepted(raw: Harness) -> None:
+    rgb = image_msg(data.astronaut()[:, :, ::-1].copy(), (102, 0))
+    rgb.encoding = "rgb8"  # same pixels, declared RGB: decoded back to the astronaut
+    landmarks, _ = raw.send_and_wait(rgb)
+    assert len(landmarks.faces) == 1
+    grey = cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2GRAY)
+    mono = Image(height=512, width=512, encoding="mono8", step=512, data=grey.tobytes())
+    mono.header.stamp.sec = 103
+    landmarks, _ = raw.send_and_wait(mono)
+    assert len(landmarks.faces) == 1
+
+
+def test_compressed_image_of_a_face_gives_one_face(compressed: Harness) -> None:
+    landmarks, emotions = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (200, 7)))
+    _check_one_astronaut(landmarks, emotions, (200, 7))
+
+
+def test_a_photo_without_a_face_gives_empty_arrays(raw: Harness) -> None:
+    coffee = cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR)
+    landmarks, emotions = raw.send_and_wait(image_msg(coffee, (300, 1)))
+    assert landmarks.faces == [] and emotions.states == []
+    assert landmarks.header.frame_id == "camera"
+
+
+def test_face_id_is_stable_while_the_face_moves(raw: Harness) -> None:
+    raw.node.pipeline.reset()
+    canvas = np.full((512, 640, 3), 90, np.uint8)
+    ids = []
+    for k in range(6):
+        frame = canvas.copy()
+        frame[:, 10 * k:10 * k + 512] = astronaut_bgr()
+        landmarks, _ = raw.send_and_wait(image_msg(frame, (400 + k, 0)))
+        assert len(landmarks.faces) == 1
+        ids.append(landmarks.faces[0].face_id)
+    assert len(set(ids)) == 1
+
+
+def _bad_raw_images() -> list[tuple[str, Any]]:
+    good = image_msg(astronaut_bgr())
+    bad_encoding = image_msg(astronaut_bgr())
+    bad_encoding.encoding = "not_an_encoding"
+    zero = Image(height=0, width=0, encoding="bgr8", step=0)
+    truncated = image_msg(astronaut_bgr())
+    truncated.data = bytes(good.data[: len(good.data) // 3])
+    absurd = Image(height=100_000, width=100_000, encoding="bgr8", step=300_000, data=b"\x00" * 16)
+    wrong_step = image_msg(astronaut_bgr())
+    wrong_step.step = 7
+    return [("bad encoding", bad_encoding), ("zero size", zero), ("truncated", truncated),
+            ("absurd size", absurd), ("wrong step", wrong_step)]
+
+
+def test_bad_raw_frames_are_counted_and_the_node_keeps_working(raw: Harness) -> None:
+    for _, msg in _bad_raw_images():
+        raw.send_bad_and_wait(msg)
+    assert raw.node.counts["bad_frames"] + raw.node.counts["errors"] >= 5
+    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (500, 0)))
+    assert len(landmarks.faces) == 1
+    status = raw.node.diagnostics_status()
+    assert int(dict((kv.key, kv.value) for kv in status.values)["bad_frames_total"]) >= 5
+
+
+def test_corrupt_compressed_frames_are_counted_and_the_node_keeps_working(compressed: Harness) -> None:
+    good = jpeg_msg(astronaut_bgr())
+    corrupt = jpeg_msg(astronaut_bgr())
+    corrupt.data = bytes(good.data[:200]) + b"\x00" * 100
+    empty = jpeg_msg(astronaut_bgr())
+    empty.data = b""
+    garbage = jpeg_msg(astronaut_bgr())
+    garbage.data = os.urandom(5000)
+    for msg in (corrupt, empty, garbage):
+        compressed.send_bad_and_wait(msg)
+    landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (600, 0)))
+    assert len(landmarks.faces) == 1
+
+
+def test_faces_per_frame_are_capped(raw: Harness) -> None:
+    small = cv2.resize(astronaut_bgr(), (256, 256), interpolation=cv2.INTER_AREA)
+    grid = np.vstack([np.hstack([small, small]), np.hstack([small, small])])
+    raw.node.set_parameters([Parameter("max_faces", value=8)])
+    landmarks, _ = raw.send_and_wait(image_msg(grid, (700, 0)))
+    assert len(landmarks.faces) == 4
+    assert len({f.face_id for f in landmarks.faces}) == 4
+    raw.node.set_parameters([Parameter("max_faces", value=2)])
+    try:
+        landmarks, emotions = raw.send_and_wait(image_msg(grid, (701, 0)))
+        assert len(landmarks.faces) == 2 and len(emotions.states) == 2
+    finally:
+        raw.node.set_parameters([Parameter("max_faces", value=8)])
+
+
+def test_newest_frame_only_drops_frames_that_wait(raw: Harness) -> None:
+    before = dict(raw.node.counts)
+    for k in range(8):  # frames arrive faster than the model runs (no sleep between them)
+        raw.pub.publish(image_msg(astronaut_bgr(), (800 + k, 0)))
+        assert raw.spin(lambda: raw.node.counts["received"] - before["received"] == k + 1)
+    # every frame is either processed or dropped, never queued: the last one always comes out
+    assert raw.spin(lambda: any(m.header.stamp.sec == 807 for m in raw.emotions))
+    done = raw.node.counts["processed"] - before["processed"]
+    dropped = raw.node.counts["dropped"] - before["dropped"]
+    assert dropped >= 1 and done + dropped == 8
+
+
+def test_diagnostics_are_published(raw: Harness) -> None:
+    got: list[Any] = []
+    raw.peer.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+    assert raw.spin(lambda: any(s.name.startswith(raw.node.get_name()) for m in got for s in m.status))
+    status = next(s for m in got for s in m.status if s.name.startswith(raw.node.get_name()))
+    keys = {kv.key for kv in status.values}
+    assert {"input_rate_hz", "processed_rate_hz", "latency_p50_ms", "dropped_in_period", "device", "model"} <= keys
+    assert status.level in (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.STALE)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("redetect_every", 0), ("smoothing", 1.5), ("min_quality", -0.1), ("max_faces", 0),
+    ("max_faces", "many"), ("device", "cuda"), ("detector", "dlib"), ("model_path", "/x.pt"),
+])
+def test_invalid_parameter_changes_are_refused(raw: Harness, name: str, value: Any) -> None:
+    before = raw.node.get_parameter(name).value
+    result = raw.node.set_parameters([Parameter(name, value=value)])[0]
+    assert not result.successful and result.reason
+    assert raw.node.get_parameter(name).value == before
+
+
+def test_valid_parameter_changes_reach_the_pipeline(raw: Harness) -> None:
+    assert raw.node.set_parameters([Parameter("smoothing", value=0.8)])[0].successful
+    try:
+        assert raw.node.pipeline.tracker.smoothing == pytest.approx(0.8)
+    finally:
+        raw.node.set_parameters([Parameter("smoothing", value=0.0)])
+
+
+@pytest.mark.parametrize("params,match", [({"detector": "mtcnn"}, "detector"),
+                                          ({"device": "gpu"}, "device"),
+                                          ({"detector": "yunet"}, "detector_model_path")])
+def test_invalid_startup_parameters_refuse_to_start(rclpy_context: Any, params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        _make_node(rclpy_context, "bad_start", **params)
+
+
+def test_no_model_refuses_to_start_unless_random_is_allowed(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from emodan_ros import emotion_node
+
+    monkeypatch.setattr(emotion_node, "default_model_path", lambda: None)
+    with pytest.raises(emotion_node.ModelNotFoundError, match="model_path"):
+        emotion_node.load_predictor("", False, "cpu", "fp32")
+    with pytest.raises(emotion_node.ModelNotFoundError, match="does not exist"):
+        emotion_node.load_predictor(str(tmp_path / "missing.pt"), True, "cpu", "fp32")
+    predictor = emotion_node.load_predictor("", True, "auto", "auto")
+    assert "random" in predictor.source
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "emodan_ros.emotion_node", "--ros-args", *args],
+                            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_process_without_a_model_exits_with_a_clear_message(tmp_path) -> None:
+    proc = _start(["-p", f"model_path:={tmp_path / 'missing.pt'}"])
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "missing.pt" in out and "cannot start" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_process_shuts_down_cleanly_on_signals(sig: int) -> None:
+    proc = _start(["-p", "allow_random_model:=true", "-r", f"__ns:=/sig{os.getpid()}"])
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "emotion_node ready" in line:
+            break
+    assert any("emotion_node ready" in x for x in lines), "".join(lines)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "Traceback" not in out
