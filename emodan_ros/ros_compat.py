@@ -11,14 +11,21 @@ import importlib.util
 __all__ = ["ros_available", "require_ros", "cv_bridge_available"]
 
 
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def ros_available() -> bool:
     """True when rclpy can be imported (a sourced ROS 2 install or the project's .venv)."""
-    return importlib.util.find_spec("rclpy") is not None
+    return _findable("rclpy")
 
 
 def cv_bridge_available() -> bool:
     """True when the ROS 2 cv_bridge (a real ROS install) is importable."""
-    return importlib.util.find_spec("cv_bridge") is not None
+    return _findable("cv_bridge")
 
 
 def require_ros(module: str) -> None:
