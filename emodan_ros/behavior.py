@@ -162,10 +162,14 @@ def main(args: list[str] | None = None) -> None:
 
     require_ros(__name__)
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
     from std_msgs.msg import String
 
-    rclpy.init(args=args)
+    from emodan_ros.emotion_node import spin_until, stop_on_signals
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop_on_signals()
     node = rclpy.create_node("behavior_example")
     min_conf = node.declare_parameter("min_confidence", 0.5).value
     min_dur = node.declare_parameter("min_duration", 0.5).value
@@ -179,12 +183,15 @@ def main(args: list[str] | None = None) -> None:
             pub.publish(String(data=text))
 
     EmotionListener(node, on_change=react, min_confidence=min_conf, min_duration=min_dur)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until(executor, stop)
+    except ExternalShutdownException:
         pass
     finally:
         node.destroy_node()
+        executor.shutdown()
         rclpy.try_shutdown()
 
 
