@@ -108,7 +108,7 @@ _WITHOUT_ROS = textwrap.dedent(
             return None
     sys.meta_path.insert(0, NoRos())
     import emodan_ros, emodan_ros.image_codec, emodan_ros.bag_io, emodan_ros.ros_compat
-    assert emodan_ros.__file__.startswith(sys.argv[1]), emodan_ros.__file__
+    assert emodan_ros.image_codec.__file__.startswith(sys.argv[1]), emodan_ros.image_codec.__file__
     assert not emodan_ros.ros_compat.ros_available()
     try:
         import emodan_ros.msg
