@@ -1,0 +1,101 @@
+"""Checkpoints that carry everything needed to run a model, and fail loudly when they cannot."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emodan_ros import __version__
+from emodan_ros.crop import CROP_SCALE
+from emodan_ros.dan import DANConfig, EmotionalDAN
+
+FORMAT = "emodan_ros/checkpoint"
+FORMAT_VERSION = 1
+NORMALIZATION = "grey crop, per-crop standardisation (x - mean) / max(std, 1)"
+REQUIRED_KEYS = ("format", "format_version", "config", "state_dict", "mean_shape", "crop")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, of another format, or does not match its own config."""
+
+
+def code_version() -> dict[str, str]:
+    """Package version and, when run from a git checkout, the commit (for reproducibility)."""
+    info = {"package": __version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=5, check=True).stdout.strip()
+        info["git"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def save_checkpoint(path: str | Path, model: EmotionalDAN, *, half: bool = False, **extra: Any) -> None:
+    """Write a checkpoint atomically (a crash mid-write never leaves a truncated file behind).
+
+    ``half`` stores floating-point weights as fp16 to keep shipped models small; ``extra`` adds
+    metrics, data description, training config, optimizer state for resuming, and so on.
+    """
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "mean_shape": model.mean_shape.detach().cpu().tolist(),
+        "crop": {"scale": CROP_SCALE, "convention": "square of scale * max side of the landmark box"},
+        "normalization": NORMALIZATION,
+        "code_version": code_version(),
+        **extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and validate a checkpoint's contents without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no model checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, io.UnsupportedOperation,
+            ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an emodan_ros checkpoint (expected format {FORMAT!r})")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}: incomplete checkpoint")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {payload['format_version']}, newer than this "
+                              f"emodan_ros ({FORMAT_VERSION}): upgrade the package")
+    if abs(float(payload["crop"].get("scale", -1)) - CROP_SCALE) > 1e-6:
+        raise CheckpointError(f"{path} was trained with crop scale {payload['crop'].get('scale')}, "
+                              f"this code crops at {CROP_SCALE}")
+    return payload
+
+
+def load_model(path: str | Path) -> tuple[EmotionalDAN, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights (fp32, CPU, eval mode)."""
+    payload = read_checkpoint(path)
+    try:
+        config = DANConfig.from_dict(payload["config"])
+        model = EmotionalDAN(config, torch.tensor(payload["mean_shape"], dtype=torch.float32))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError) as error:
+        raise CheckpointError(f"{path}: weights do not match the stored configuration: {error}") from error
+    model.eval()
+    return model, payload

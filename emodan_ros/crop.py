@@ -1,0 +1,149 @@
+"""The one face-crop convention shared by training, evaluation and the node.
+
+A face crop is the square of side ``CROP_SCALE * max(w, h)`` centred on the face box, where the
+face box is the bounding box of the 68 landmarks (or a detector box mapped onto that frame). FER
+images (48x48 faces that fill the frame) already follow it: their landmark box covers about 80%
+of the image. Points use OpenCV's convention: pixel centres at integer coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP_SCALE = 1.25
+
+# Left/right mirror of the 68-point 300-W order, used to re-index landmarks after a flip.
+FLIP_INDEX = np.array(
+    list(range(16, -1, -1))  # jaw
+    + list(range(26, 16, -1))  # brows
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]  # nose bridge, nostrils
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
+    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lips
+)
+
+
+def box_from_landmarks(points: np.ndarray) -> np.ndarray:
+    """Bounding box ``(x1, y1, x2, y2)`` of a (68, 2) landmark array."""
+    points = np.asarray(points, dtype=np.float64)
+    return np.concatenate([points.min(axis=0), points.max(axis=0)])
+
+
+def box_for_full_crop(width: int, height: int, scale: float = CROP_SCALE) -> np.ndarray:
+    """The face box for which the whole image is the crop (images that are already face crops)."""
+    side = max(width, height) / scale
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+
+
+def crop_matrix(
+    box: np.ndarray,
+    out_size: int,
+    scale: float = CROP_SCALE,
+    rotation_deg: float = 0.0,
+    flip: bool = False,
+) -> np.ndarray:
+    """2x3 affine matrix taking image pixels to crop pixels for a face box.
+
+    The box centre goes to the crop centre; rotation (counter-clockwise in the image, degrees) and a
+    horizontal flip are applied about that centre, which is how training augments without a second
+    resampling.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = scale * max(x2 - x1, y2 - y1, 1e-6)
+    zoom = out_size / side
+    theta = np.deg2rad(rotation_deg)
+    cos, sin = np.cos(theta) * zoom, np.sin(theta) * zoom
+    linear = np.array([[cos, sin], [-sin, cos]])
+    if flip:
+        linear = np.array([[-1.0, 0.0], [0.0, 1.0]]) @ linear
+    centre_in = np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0])
+    centre_out = np.full(2, (out_size - 1) / 2.0)
+    offset = centre_out - linear @ centre_in
+    return np.hstack([linear, offset[:, None]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix."""
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to (..., 2) points."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Greyscale uint8 view of a BGR, BGRA or grey image (the network sees intensity only)."""
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(image, code)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random perturbations for training crops; zeros everywhere give the evaluation crop."""
+
+    shift: float = 0.06  # box centre jitter, fraction of the box side
+    scale: float = 0.08  # box size jitter, relative
+    rotation_deg: float = 12.0
+    flip: bool = True
+    brightness: float = 0.25  # additive, fraction of 255
+    contrast: float = 0.25  # multiplicative, relative
+
+
+NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, 0.0, 0.0)
+
+
+def make_crop(
+    image: np.ndarray,
+    box: np.ndarray,
+    out_size: int,
+    landmarks: np.ndarray | None = None,
+    augment: Augmentation = NO_AUGMENTATION,
+    rng: np.random.Generator | None = None,
+    scale: float = CROP_SCALE,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cut the (augmented) grey face crop and move the landmarks into it.
+
+    Returns the ``out_size`` square uint8 crop and the landmarks in crop pixels (or None).
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    gray = to_gray(image)
+    box = np.asarray(box, dtype=np.float64)
+    side = max(box[2] - box[0], box[3] - box[1])
+    centre = (box[:2] + box[2:]) / 2 + rng.uniform(-augment.shift, augment.shift, 2) * side
+    half = side * (1.0 + rng.uniform(-augment.scale, augment.scale)) / 2
+    jittered = np.concatenate([centre - half, centre + half])
+    rotation = rng.uniform(-augment.rotation_deg, augment.rotation_deg)
+    flip = bool(augment.flip and rng.random() < 0.5)
+
+    # Shrink big images first so the bilinear warp does not alias (the node does the same).
+    shrink = out_size / (scale * side)
+    if shrink < 0.5:
+        factor = 2.0 * shrink
+        gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        jittered = (jittered + 0.5) * factor - 0.5
+        if landmarks is not None:
+            landmarks = (np.asarray(landmarks) + 0.5) * factor - 0.5
+    matrix = crop_matrix(jittered, out_size, scale, rotation, flip)
+    crop = cv2.warpAffine(gray, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    if augment.brightness or augment.contrast:
+        gain = 1.0 + rng.uniform(-augment.contrast, augment.contrast)
+        bias = rng.uniform(-augment.brightness, augment.brightness) * 255.0
+        mean = crop.mean()
+        crop = np.clip((crop - mean) * gain + mean + bias, 0, 255).astype(np.uint8)
+    moved = None
+    if landmarks is not None:
+        moved = apply_affine(matrix, landmarks)
+        if flip:
+            moved = moved[FLIP_INDEX]
+    return crop, None if moved is None else moved.astype(np.float32)

@@ -1,0 +1,202 @@
+"""Run a trained Emotional DAN on faces in full frames: crops and warps on the model's device.
+
+The node, the evaluation and the benchmarks all go through :class:`Predictor`, so a face is cut,
+normalised and decoded the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emodan_ros import geometry
+from emodan_ros.checkpoint import load_model
+from emodan_ros.crop import CROP_SCALE, crop_matrix, to_gray
+from emodan_ros.dan import PRESETS, DANConfig, EmotionalDAN, standardize
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Prediction:
+    """Per-face results for one call (N faces)."""
+
+    landmarks: np.ndarray  # (N, 68, 2) float32, image pixels (OpenCV centres)
+    probs: np.ndarray  # (N, C) float32, rows sum to 1
+    quality: np.ndarray  # (N,) float32 in [0, 1]
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when PyTorch sees a GPU; asking for CUDA without one is an error, not a fallback."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but PyTorch sees no CUDA GPU (CPU-only build or no driver)")
+    return torch.device(device)
+
+
+def landmark_quality(output_landmarks: list[torch.Tensor], mean_shape: torch.Tensor) -> torch.Tensor:
+    """How settled the landmarks are, in [0, 1].
+
+    With several stages: the last stage's correction relative to the eye distance (a converged
+    alignment barely moves). With one stage: how far the shape is from a similarity transform of
+    the mean shape (non-faces give implausible shapes).
+    """
+    last = output_landmarks[-1].float()
+    if len(output_landmarks) > 1:
+        reference = output_landmarks[-2].float()
+    else:
+        mean = mean_shape.unsqueeze(0).expand_as(last)
+        reference = geometry.transform_points(geometry.estimate_similarity(mean, last), mean)
+    change = (last - reference).norm(dim=-1).mean(dim=-1)
+    scale = geometry.inter_ocular_distance(last).clamp_min(1e-6)
+    return torch.exp(-10.0 * change / scale)
+
+
+class Predictor:
+    """A loaded model on a device with a precision, turning (frame, boxes) into landmarks and emotions."""
+
+    def __init__(self, model: EmotionalDAN, device: str = "auto", precision: str = "auto",
+                 source: str = "") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = resolve_device(device)
+        self.source = source
+        self.model = model.eval().to(self.device)
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.config: DANConfig = model.config
+        self.class_names: tuple[str, ...] = tuple(model.config.class_names)
+        self.input_size: int = model.config.input_size
+        self.precision = self._choose_precision(precision)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Predictor:
+        model, _ = load_model(path)
+        return cls(model, device, precision, source=str(path))
+
+    @classmethod
+    def random(cls, config: DANConfig | None = None, device: str = "cpu", precision: str = "fp32",
+               seed: int = 0) -> Predictor:
+        """An untrained model of the given (default: CPU preset) size, for plumbing tests and benchmarks."""
+        torch.manual_seed(seed)
+        return cls(EmotionalDAN(config or PRESETS["cpu"]), device, precision, source="random (untrained)")
+
+    def _choose_precision(self, precision: str) -> str:
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 inference is for CUDA; use bf16 or fp32 on the CPU")
+        if precision != "auto":
+            return precision
+        if self.device.type == "cuda":
+            return "fp16"
+        return self._fastest_cpu_precision()
+
+    def _fastest_cpu_precision(self) -> str:
+        """bf16 only helps on CPUs with bf16 units: time both once at load and keep the faster."""
+        probe = torch.zeros(1, 1, self.input_size, self.input_size)
+        timings = {}
+        for candidate in ("fp32", "bf16"):
+            self.precision = candidate
+            self._forward(probe)
+            start = time.perf_counter()
+            for _ in range(3):
+                self._forward(probe)
+            timings[candidate] = time.perf_counter() - start
+        return "bf16" if timings["bf16"] < 0.8 * timings["fp32"] else "fp32"
+
+    @torch.inference_mode()
+    def _forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Grey crops (B, 1, S, S) in 0..255 on the device -> unit landmarks, probabilities, quality."""
+        x = standardize(crops)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            output = self.model(x)
+        probs = F.softmax(output.final_logits.float(), dim=-1)
+        quality = landmark_quality(output.landmarks, self.model.mean_shape)
+        return output.final_landmarks.float(), probs, quality
+
+    def predict(self, image_bgr: np.ndarray, boxes: np.ndarray) -> Prediction:
+        """Faces given by boxes (N, 4) xyxy in a BGR/grey frame -> per-face landmarks in frame pixels."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        count = len(boxes)
+        if count == 0:
+            return Prediction(np.zeros((0, 68, 2), np.float32),
+                              np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.float32))
+        size = self.input_size
+        gray = torch.from_numpy(np.ascontiguousarray(to_gray(image_bgr))).to(self.device)
+        pyramid = [gray.float()[None, None]]
+        crops = torch.empty(count, 1, size, size, device=self.device)
+        to_image = np.empty((count, 2, 3))
+        for index, box in enumerate(boxes):
+            matrix = crop_matrix(box, size, CROP_SCALE)  # frame pixels -> crop pixels
+            to_image[index] = _invert(matrix)
+            level = _pyramid_level(matrix, min(gray.shape))
+            while len(pyramid) <= level:
+                pyramid.append(F.avg_pool2d(pyramid[-1], 2, ceil_mode=True))
+            crops[index] = _sample_crop(pyramid[level], _at_level(matrix, level), size)[0]
+        unit, probs, quality = self._forward(crops)
+        crop_pixels = geometry.unit_to_pixels(unit, size).cpu().numpy().astype(np.float64)
+        landmarks = np.einsum("nij,nkj->nki", to_image[:, :, :2], crop_pixels) + to_image[:, None, :, 2]
+        return Prediction(landmarks.astype(np.float32), probs.cpu().numpy(), quality.cpu().numpy())
+
+    def predict_crops(self, crops: np.ndarray) -> Prediction:
+        """Images that already are face crops (FER style, crop convention of :mod:`emodan_ros.crop`)."""
+        batch = [to_gray(c) for c in crops]
+        size = self.input_size
+        tensor = torch.stack([torch.from_numpy(np.ascontiguousarray(c)) for c in batch]).to(self.device).float()
+        tensor = tensor.unsqueeze(1)
+        if tensor.shape[-1] != size or tensor.shape[-2] != size:
+            tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        unit, probs, quality = self._forward(tensor)
+        scale = np.array([batch[0].shape[1] / size, batch[0].shape[0] / size])
+        pixels = (geometry.unit_to_pixels(unit, size).cpu().numpy() + 0.5) * scale - 0.5
+        return Prediction(pixels.astype(np.float32), probs.cpu().numpy(), quality.cpu().numpy())
+
+
+def _pyramid_level(matrix: np.ndarray, min_side: int) -> int:
+    """Half-resolution level to sample from so that a crop never shrinks the face by 2x or more.
+
+    Bilinear sampling aliases when it skips pixels; averaging 2x2 blocks first keeps small crops of
+    big faces smooth, as ``cv2.INTER_AREA`` does for the training crops.
+    """
+    zoom = float(np.hypot(matrix[0, 0], matrix[0, 1]))
+    if zoom >= 0.5:
+        return 0
+    level = int(np.floor(np.log2(1.0 / zoom)))
+    return max(0, min(level, int(np.log2(max(min_side, 1))) - 2))
+
+
+def _at_level(matrix: np.ndarray, level: int) -> np.ndarray:
+    """The image->crop matrix for pixels of pyramid ``level`` (x0 = 2^L (xL + 0.5) - 0.5)."""
+    factor = 2.0**level
+    linear = matrix[:, :2] * factor
+    return np.hstack([linear, (matrix[:, 2] + matrix[:, :2].sum(axis=1) * 0.5 * (factor - 1))[:, None]])
+
+
+def _invert(matrix: np.ndarray) -> np.ndarray:
+    linear_inv = np.linalg.inv(matrix[:, :2])
+    return np.hstack([linear_inv, -(linear_inv @ matrix[:, 2])[:, None]])
+
+
+def _sample_crop(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
+    """Bilinear crop of (1, 1, H, W) ``image`` through the pixel affine ``matrix`` (image -> crop)."""
+    height, width = image.shape[-2:]
+    inverse = _invert(matrix)  # crop pixels -> image pixels
+    # Crop grid coordinate u_out = (2j + 1) / size - 1; image pixel x -> u_in = (2x + 1) / W - 1.
+    out_to_pix = np.array([[size / 2, 0, size / 2 - 0.5], [0, size / 2, size / 2 - 0.5], [0, 0, 1]])
+    pix_to_in = np.array([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]])
+    full = np.vstack([inverse, [0, 0, 1]])
+    theta = (pix_to_in @ full @ out_to_pix)[:2]
+    theta_t = torch.tensor(theta, dtype=torch.float32, device=image.device).unsqueeze(0)
+    grid = F.affine_grid(theta_t, [1, 1, size, size], align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,197 @@
+"""The network, its loss, checkpoints and the predictor (CPU, tiny configurations)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emodan_ros.checkpoint import CheckpointError, load_model, save_checkpoint
+from emodan_ros.classes import EDAN3_CLASSES
+from emodan_ros.dan import PRESETS, DANConfig, EmotionalDAN, default_mean_shape, standardize
+from emodan_ros.loss import LossConfig, emotion_loss, joint_loss, landmark_nme
+from emodan_ros.predictor import Predictor
+
+TINY = DANConfig(input_size=32, num_stages=2, width=0.125, convs_per_block=1, fc_size=32)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="multiple of 16"):
+        DANConfig(input_size=50)
+    with pytest.raises(ValueError, match="num_stages"):
+        DANConfig(num_stages=4)
+    with pytest.raises(ValueError, match="unknown DANConfig"):
+        DANConfig.from_dict({"input_size": 32, "depth": 3})
+
+
+def test_presets_have_the_papers_sizes() -> None:
+    assert PRESETS["dan112"].input_size == 112 and PRESETS["dan112"].channels == (64, 128, 256, 512)
+    assert PRESETS["paper224"].input_size == 224 and PRESETS["paper224"].num_stages == 2
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3])
+def test_forward_shapes_per_stage(stages: int) -> None:
+    config = DANConfig(input_size=32, num_stages=stages, width=0.125, fc_size=32, class_names=EDAN3_CLASSES)
+    model = EmotionalDAN(config).eval()
+    output = model(torch.randn(3, 1, 32, 32))
+    assert len(output.landmarks) == stages
+    assert all(shape.shape == (3, 68, 2) for shape in output.landmarks)
+    assert output.final_logits.shape == (3, 3)
+    assert all(logits is None for logits in output.logits[:-1])
+
+
+def test_untrained_first_stage_starts_at_the_mean_shape() -> None:
+    model = EmotionalDAN(TINY).eval()
+    output = model(torch.randn(2, 1, 32, 32))
+    assert torch.allclose(output.landmarks[0], default_mean_shape().expand(2, -1, -1), atol=1e-6)
+    # Later stages start with zero offsets too: warping there and back must return the same shape.
+    assert torch.allclose(output.landmarks[1], output.landmarks[0], atol=1e-5)
+
+
+def test_gradients_reach_the_first_stage_through_the_feature_image() -> None:
+    model = EmotionalDAN(TINY).train()
+    for stage in model.stages:
+        torch.nn.init.normal_(stage.landmarks.weight, std=0.01)
+    output = model(torch.randn(4, 1, 32, 32))
+    output.final_landmarks.sum().backward()
+    assert model.stages[0].features[0].weight.grad.abs().sum() > 0
+    assert model.feature_images[0].project.weight.grad.abs().sum() > 0
+
+
+def test_standardize_gives_zero_mean_unit_std_per_crop() -> None:
+    crops = torch.stack([torch.full((1, 8, 8), 10.0), torch.arange(64.0).view(1, 8, 8)])
+    out = standardize(crops)
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(out[1].std(), torch.tensor(1.0), atol=1e-5)
+    assert torch.all(out[0] == 0)  # a flat crop stays flat instead of blowing up
+
+
+def test_nme_is_normalised_by_eye_centre_distance() -> None:
+    truth = default_mean_shape().unsqueeze(0)
+    shifted = truth + torch.tensor([0.03, 0.04])
+    distance = (truth[0, 42:48].mean(0) - truth[0, 36:42].mean(0)).norm()
+    assert float(landmark_nme(shifted, truth)) == pytest.approx(0.05 / float(distance), rel=1e-5)
+
+
+def test_emotion_loss_schemes() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    one_hot = torch.tensor([[0.0, 1.0, 0.0]])
+    assert float(emotion_loss(logits, one_hot, "majority")) == pytest.approx(-np.log(0.3), rel=1e-5)
+    votes = torch.tensor([[0.5, 0.5, 0.0]])
+    expected = -(0.5 * np.log(0.5) + 0.5 * np.log(0.3))
+    assert float(emotion_loss(logits, votes, "crossentropy")) == pytest.approx(expected, rel=1e-5)
+    mask = torch.tensor([[0.0, 1.0, 1.0]])
+    assert float(emotion_loss(logits, mask, "multilabel")) == pytest.approx(-np.log(0.3), rel=1e-5)
+
+
+def test_joint_loss_masks_missing_labels() -> None:
+    model = EmotionalDAN(TINY).eval()
+    output = model(torch.randn(2, 1, 32, 32))
+    truth = default_mean_shape().expand(2, -1, -1) + torch.tensor([0.01, 0.0])
+    target = torch.zeros(2, 8)
+    target[:, 0] = 1
+    config = LossConfig(alpha=1.0, beta=1.0)
+    landmark_only = joint_loss(output, truth, torch.tensor([True, False]), target, torch.tensor([False, False]), config)
+    assert float(landmark_only.emotion) == 0.0 and float(landmark_only.landmark) > 0
+    both = joint_loss(output, truth, torch.tensor([True, True]), target, torch.tensor([True, True]), config)
+    assert both.total.item() > landmark_only.total.item()
+    garbage = truth.clone()
+    garbage[1] = 1e6  # a sample without landmarks may hold anything
+    masked = joint_loss(output, garbage, torch.tensor([True, False]), target, torch.tensor([False, False]), config)
+    assert float(masked.total) == pytest.approx(float(landmark_only.total))
+
+
+def test_checkpoint_round_trip_and_fp16_storage(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = EmotionalDAN(TINY).eval()
+    save_checkpoint(tmp_path / "m.pt", model, metrics={"accuracy": 0.5})
+    save_checkpoint(tmp_path / "h.pt", model, half=True)
+    loaded, payload = load_model(tmp_path / "m.pt")
+    half, _ = load_model(tmp_path / "h.pt")
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(loaded(x).final_logits, model(x).final_logits)
+    assert torch.allclose(half(x).final_logits, model(x).final_logits, atol=2e-2)
+    assert payload["metrics"] == {"accuracy": 0.5} and payload["config"]["input_size"] == 32
+    assert (tmp_path / "h.pt").stat().st_size < (tmp_path / "m.pt").stat().st_size
+
+
+def test_bad_checkpoints_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no model checkpoint"):
+        load_model(tmp_path / "missing.pt")
+    model = EmotionalDAN(TINY)
+    save_checkpoint(tmp_path / "ok.pt", model)
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_model(tmp_path / "cut.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an emodan_ros checkpoint"):
+        load_model(tmp_path / "other.pt")
+    payload = torch.load(tmp_path / "ok.pt", weights_only=True)
+    payload["config"]["width"] = 0.25  # config and weights disagree
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(tmp_path / "mismatch.pt")
+
+
+def test_predictor_maps_landmarks_back_to_frame_pixels() -> None:
+    predictor = Predictor.random(TINY)
+    frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    boxes = np.array([[100.0, 60.0, 180.0, 140.0], [10.0, 10.0, 50.0, 50.0]])
+    result = predictor.predict(frame, boxes)
+    assert result.landmarks.shape == (2, 68, 2) and result.probs.shape == (2, 8)
+    assert np.allclose(result.probs.sum(axis=1), 1, atol=1e-5)
+    assert np.all((result.quality >= 0) & (result.quality <= 1))
+    # An untrained model outputs the mean shape, which sits inside the (1.25x) crop around each box.
+    for box, points in zip(boxes, result.landmarks):
+        centre, side = (box[:2] + box[2:]) / 2, (box[2] - box[0]) * 1.25
+        assert np.all(np.abs(points - centre) <= side / 2)
+    expected = (default_mean_shape().numpy() * 32 - 0.5 - 15.5) * (100 / 32) + np.array([140.0, 100.0])
+    assert np.allclose(result.landmarks[0], expected, atol=1e-3)
+
+
+def test_predictor_on_device_crop_matches_training_crop() -> None:
+    """The node's crop (grid_sample on the device, pyramid) and training's crop (OpenCV) agree."""
+    from emodan_ros.crop import make_crop
+    from emodan_ros.predictor import _at_level, _pyramid_level, _sample_crop
+    from emodan_ros.crop import crop_matrix
+    from skimage import data
+
+    image = data.astronaut()[:, :, ::-1].copy()
+    box = np.array([170.0, 40.0, 270.0, 160.0])
+    expected, _ = make_crop(image, box, 48)
+    gray = torch.from_numpy(np.ascontiguousarray(image.mean(axis=2, dtype=np.float32)))
+    matrix = crop_matrix(box, 48)
+    level = _pyramid_level(matrix, 512)
+    pyramid = gray[None, None]
+    for _ in range(level):
+        pyramid = torch.nn.functional.avg_pool2d(pyramid, 2, ceil_mode=True)
+    crop = _sample_crop(pyramid, _at_level(matrix, level), 48)[0, 0].numpy()
+    assert level >= 1
+    assert np.abs(crop - expected).mean() < 6  # grey conversions and resampling differ slightly
+
+
+def test_predictor_rejects_bad_options() -> None:
+    with pytest.raises(ValueError, match="device"):
+        Predictor.random(TINY, device="tpu")
+    with pytest.raises(ValueError, match="fp16"):
+        Predictor.random(TINY, precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            Predictor.random(TINY, device="cuda")
+
+
+def test_predict_with_no_faces_returns_empty_arrays() -> None:
+    result = Predictor.random(TINY).predict(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 4)))
+    assert result.landmarks.shape == (0, 68, 2) and result.probs.shape == (0, 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu() -> None:
+    cpu = Predictor.random(TINY, device="cpu", precision="fp32")
+    gpu = Predictor(cpu.model.cpu(), device="cuda", precision="fp16")
+    frame = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    box = np.array([[100.0, 60.0, 180.0, 140.0]])
+    a = Predictor.random(TINY, device="cpu", precision="fp32").predict(frame, box)
+    b = gpu.predict(frame, box)
+    assert np.allclose(a.probs, b.probs, atol=2e-2)
