@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,8 +164,7 @@ def load_predictor(model_path: str, allow_random: bool, device: str, precision: 
     if found is not None:
         return Predictor.from_checkpoint(found, device=device, precision=precision)
     if allow_random:
-        return Predictor.random(device="cpu" if device == "auto" else device,
-                                precision="fp32" if precision == "auto" else precision)
+        return Predictor.random(device=device, precision=precision)
     raise ModelNotFoundError(
         "no model: set the parameter model_path to a checkpoint (.pt), or install the package's default "
         f"model ({DEFAULT_MODEL_NAME} in share/emodan_ros/models or the repository's models/); "
@@ -236,9 +234,7 @@ class EmotionNode(Node):
 
         # Totals since start (read by diagnostics and tests).
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_frames": 0, "errors": 0, "faces": 0}
-        self.last_latency_ms = math.nan
         self._window = _Window()
-        self._recent_latency: deque[float] = deque(maxlen=300)
         self._stats_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: Any = None
@@ -349,7 +345,6 @@ class EmotionNode(Node):
             self._window.processed += 1
             self._window.latency_ms.append(latency)
             self._window.process_ms.append(process_ms)
-            self.last_latency_ms = latency
 
     # ----------------------------------------------------------------------------- output
     def _landmarks_msg(self, header: Any, faces: list[FaceResult], width: int, height: int) -> FaceLandmarksArray:

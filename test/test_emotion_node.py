@@ -342,3 +342,19 @@ def test_process_shuts_down_cleanly_on_signals(sig: int) -> None:
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, "".join(lines) + out
     assert "Traceback" not in out
+
+
+def test_debug_image_is_published_only_while_someone_listens(raw: Harness) -> None:
+    assert raw.node.debug_pub.get_subscription_count() == 0
+    got: list[Any] = []
+    sub = raw.peer.create_subscription(Image, "debug_image", got.append, qos_profile_sensor_data)
+    try:
+        assert raw.spin(lambda: raw.node.debug_pub.get_subscription_count() > 0)
+        raw.send_and_wait(image_msg(astronaut_bgr(), (900, 3)))
+        assert raw.spin(lambda: any(m.header.stamp.sec == 900 for m in got))
+        debug = next(m for m in got if m.header.stamp.sec == 900)
+        assert (debug.width, debug.height, debug.encoding) == (512, 512, "bgr8")
+        pixels = np.frombuffer(bytes(debug.data), np.uint8).reshape(512, 512, 3)
+        assert not np.array_equal(pixels, astronaut_bgr())  # annotated
+    finally:
+        raw.peer.destroy_subscription(sub)
