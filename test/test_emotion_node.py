@@ -65,14 +65,13 @@ def jpeg_msg(bgr: np.ndarray, stamp: tuple[int, int] = (100, 0)) -> Any:
 class Harness:
     """Camera side and consumer side of one emotion node."""
 
-    def __init__(self, context: Any, node: Any, compressed: bool = False,
-                 reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE) -> None:
+    def __init__(self, context: Any, node: Any, compressed: bool = False) -> None:
         import rclpy
 
         self.node = node
         self.peer = rclpy.create_node(f"harness_{node.get_name()}", context=context,
                                       namespace=node.get_namespace())
-        qos = QoSProfile(depth=5, reliability=reliability)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         topic = "image/compressed" if compressed else "image"
         self.pub = self.peer.create_publisher(CompressedImage if compressed else Image, topic, qos)
         self.landmarks: list[Any] = []
