@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from emodan_ros.tracker import iou_matrix
-
 from emodan_ros.pipeline import EmotionPipeline
+from emodan_ros.tracker import iou_matrix
 
 CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 GRID = np.stack(np.meshgrid(np.linspace(0, 1, 17), np.linspace(0, 1, 4)), -1).reshape(-1, 2)[:68]
