@@ -22,6 +22,24 @@ def _model_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from emodan_ros.evaluate import main as eval_main
+
+    return eval_main(args)
+
+
+def _bag(args: argparse.Namespace) -> int:
+    from emodan_ros.bag_tools import main as bag_main
+
+    return bag_main(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from emodan_ros.bench import main as bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emodan", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=20)
     bench.add_argument("--json", help="write the rows as JSON here")
     bench.set_defaults(func=_model_bench)
+
+    peers = commands.add_parser("bench", help="our model vs dlib, fer and the detectors on the same images")
+    peers.add_argument("--model", required=True, help="checkpoint of our default model")
+    peers.add_argument("--ferplus", required=True, help="FER+ folder with label.csv (e.g. FER2013Valid)")
+    peers.add_argument("--landmarks", nargs="+", required=True, help="300-W folders with .pts + images")
+    peers.add_argument("--out", required=True, help="folder for bench.md, bench.json, frontier.png")
+    peers.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (>= 3)")
+    peers.add_argument("--limit", type=int, default=0, help="at most this many images per dataset (0: all)")
+    peers.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                       help="also measure a torch.compile'd model (needs a C++ compiler)")
+    peers.add_argument("--node-duration", type=float, default=10.0,
+                       help="seconds per node end-to-end run (0: skip the node rows)")
+    peers.add_argument("--yunet-model", default="", help="YuNet ONNX file for the yunet detector row")
+    peers.set_defaults(func=_bench)
+
+    from emodan_ros.cli_args import add_bag_args, add_eval_args
+
+    evaluation = commands.add_parser("eval", help="evaluate a model on an image dataset (metrics, report)")
+    add_eval_args(evaluation)
+    evaluation.set_defaults(func=_eval)
+    bag = commands.add_parser("bag", help="make a bag from a dataset; evaluate on a bag offline or live")
+    add_bag_args(bag)
+    bag.set_defaults(func=_bag)
     return parser
 
 

@@ -7,6 +7,7 @@ datasets and schedules; the network and its loss come from :mod:`emodan_ros.dan`
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -164,14 +165,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def choose_precision(config: TrainConfig, device: torch.device, model: EmotionalDAN, batch: dict) -> str:
-    """'auto': fp16 AMP on CUDA; on the CPU bf16 only where a timed step shows it is faster."""
+def choose_precision(config: TrainConfig, device: torch.device, model: EmotionalDAN, loader: DataLoader) -> str:
+    """'auto': fp16 AMP on CUDA; on the CPU bf16 only where a timed step shows it is faster.
+
+    The timing runs on a copy so the real model's batch-norm statistics stay untouched.
+    """
     if config.precision != "auto":
         return config.precision
     if device.type == "cuda":
         return "fp16"
     timings = {}
-    images = standardize(batch["image"].to(device))
+    model = copy.deepcopy(model)
+    images = standardize(next(iter(loader))["image"].to(device))
     for candidate, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         start = time.perf_counter()
         for _ in range(2):
@@ -179,7 +184,6 @@ def choose_precision(config: TrainConfig, device: torch.device, model: Emotional
                 output = model(images)
             output.final_landmarks.float().sum().backward()
         timings[candidate] = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
     return "bf16" if timings["bf16"] < 0.8 * timings["fp32"] else "fp32"
 
 
@@ -205,6 +209,7 @@ class Trainer:
         self.best_score = -math.inf
         self.start_phase, self.start_epoch = 0, 0
         self._resume_state: dict[str, Any] | None = None
+        self._rng_state: torch.Tensor | None = None
 
     def _build_data(self) -> None:
         c = self.config
@@ -271,7 +276,8 @@ class Trainer:
         loader_kwargs = dict(batch_size=c.batch_size, num_workers=c.workers, drop_last=True,
                              persistent_workers=c.workers > 0)
         loader = DataLoader(self.train_set, shuffle=False, **loader_kwargs)
-        self.precision = choose_precision(c, self.device, self.model, next(iter(loader)))
+        self.precision = choose_precision(c, self.device, self.model, loader)
+        torch.set_rng_state(self._rng_state if self._rng_state is not None else torch.get_rng_state())
         for phase, (stages, epochs) in enumerate(self.phases()):
             if phase < self.start_phase:
                 continue
@@ -408,7 +414,7 @@ class Trainer:
         epochs = self.phases()[phase][1]
         self.start_phase, self.start_epoch = (phase, epoch) if epoch < epochs else (phase + 1, 0)
         self._resume_state = payload if epoch < epochs else None
-        torch.set_rng_state(payload["rng"])
+        self._rng_state = payload["rng"]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:

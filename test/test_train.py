@@ -1,0 +1,126 @@
+"""The training script end to end on tiny generated data (never the research datasets)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emodan_ros.checkpoint import load_model, read_checkpoint
+from emodan_ros.dan import default_mean_shape
+from emodan_ros.train import TrainConfig, Trainer, train
+
+TINY_MODEL = {"input_size": 32, "width": 0.125, "fc_size": 32, "convs_per_block": 1}
+VOTES = ["6,2,1,0,1,0,0,0,0,0", "0,8,2,0,0,0,0,0,0,0", "1,0,7,2,0,0,0,0,0,0", "0,0,0,9,1,0,0,0,0,0",
+         "2,0,0,0,8,0,0,0,0,0", "0,0,0,0,0,10,0,0,0,0", "0,0,1,0,0,0,9,0,0,0", "0,0,0,0,0,0,0,0,10,0"]
+
+
+def make_ferplus(root: Path, count: int = 16) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for index in range(count):
+        name = f"fer{index:07d}.png"
+        cv2.imwrite(str(root / name), rng.integers(0, 255, (48, 48), dtype=np.uint8))
+        lines.append(f'{name},"(0, 0, 48, 48)",{VOTES[index % len(VOTES)]}')
+    (root / "label.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_pts(root: Path, count: int = 10) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        shape = default_mean_shape().numpy() * 80 + 24 + rng.normal(0, 1, (68, 2))
+        image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / f"face{index}.jpg"), image)
+        body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in shape)
+        (root / f"face{index}.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> dict[str, str]:
+    return {"ferplus_train": str(make_ferplus(tmp_path / "train")),
+            "ferplus_valid": str(make_ferplus(tmp_path / "valid", 8)),
+            "pts": str(make_pts(tmp_path / "pts"))}
+
+
+def config(tmp_path: Path, data: dict[str, str], *extra: str) -> TrainConfig:
+    overrides = [f"out={tmp_path / 'run'}", f"ferplus_train={data['ferplus_train']}",
+                 f"ferplus_valid={data['ferplus_valid']}", f"landmark_dirs=[{data['pts']}]",
+                 "landmark_holdout=0.2", "batch_size=4", "epochs=[2]", "epoch_length=16", "device=cpu",
+                 "precision=fp32"] + [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + list(extra)
+    return TrainConfig.from_sources(None, overrides)
+
+
+def test_config_rejects_unknown_and_inconsistent_options(tmp_path: Path, data: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="unknown training option"):
+        config(tmp_path, data, "learning_rate=1")
+    with pytest.raises(ValueError, match="one epoch count per stage"):
+        config(tmp_path, data, "schedule=stagewise", "epochs=[1]")
+    with pytest.raises(ValueError, match="label scheme"):
+        config(tmp_path, data, "scheme=vote")
+
+
+def test_joint_training_writes_checkpoints_metrics_and_plots(tmp_path: Path, data: dict[str, str]) -> None:
+    result = train(config(tmp_path, data))
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.json", "curves.png", "confusion.png"):
+        assert (run / name).is_file(), name
+    assert 0.0 <= result["val_accuracy"] <= 1.0 and result["val_nme_inter_ocular"] > 0
+    model, payload = load_model(run / "last.pt")
+    assert payload["data"]["landmarks"]["n_holdout"] == 2
+    assert payload["data"]["ferplus_train"]["scheme"] == "probability"
+    assert len(payload["history"]) == 2 and payload["train_config"]["epochs"] == [2]
+    # The mean shape comes from the landmark data, not the built-in placeholder.
+    assert not torch.allclose(model.mean_shape, default_mean_shape())
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, data: dict[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    train(config(tmp_path / "straight", data))
+    original_save = Trainer._save
+
+    def save_then_die(self: Trainer, record, phase, epoch, optimizer, scheduler) -> None:
+        original_save(self, record, phase, epoch, optimizer, scheduler)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "cut", data))
+    monkeypatch.setattr(Trainer, "_save", original_save)
+    assert read_checkpoint(tmp_path / "cut" / "run" / "last.pt")["epoch"] == 1
+    train(config(tmp_path / "cut", data, f"resume={tmp_path / 'cut' / 'run' / 'last.pt'}"))
+    resumed = read_checkpoint(tmp_path / "cut" / "run" / "last.pt")
+    straight = read_checkpoint(tmp_path / "straight" / "run" / "last.pt")
+    assert [record["epoch"] for record in resumed["history"]] == [1, 2]
+    assert all(torch.allclose(resumed["state_dict"][k].float(), straight["state_dict"][k].float(), atol=1e-5)
+               for k in straight["state_dict"])
+
+
+def test_stagewise_training_freezes_earlier_stages(tmp_path: Path, data: dict[str, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    original_save = Trainer._save
+
+    def save_and_snapshot(self: Trainer, record, phase, epoch, optimizer, scheduler) -> None:
+        snapshots[phase] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        original_save(self, record, phase, epoch, optimizer, scheduler)
+
+    monkeypatch.setattr(Trainer, "_save", save_and_snapshot)
+    train(config(tmp_path, data, "schedule=stagewise", "epochs=[1,1]"))
+    first, second = snapshots[0], snapshots[1]
+    stage_one = [k for k in first if k.startswith("stages.0.")]
+    stage_two = [k for k in first if k.startswith("stages.1.") and "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(first[k], second[k]) for k in stage_one)  # weights and batch-norm statistics
+    assert any(not torch.equal(first[k], second[k]) for k in stage_two)
+
+
+def test_same_seed_gives_the_same_model(tmp_path: Path, data: dict[str, str]) -> None:
+    train(config(tmp_path / "a", data, "epochs=[1]"))
+    train(config(tmp_path / "b", data, "epochs=[1]"))
+    a = read_checkpoint(tmp_path / "a" / "run" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "b" / "run" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
