@@ -28,6 +28,7 @@ setup(
     python_requires=">=3.10",
     packages=["emodan_ros"],
     install_requires=requirements("requirements.txt"),
-    extras_require={"test": [r for r in requirements("requirements-dev.txt") if r.startswith("pytest")]},
+    extras_require={"test": [r for r in requirements("requirements-dev.txt") if r.startswith("pytest")],
+                    "bench": requirements("requirements-bench.txt")},
     entry_points={"console_scripts": ["emodan=emodan_ros.cli:main"]},
 )

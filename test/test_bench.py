@@ -1,0 +1,175 @@
+"""`emodan bench` on tiny generated data with a tiny random checkpoint: rows, files, peer skips.
+
+No timing is asserted: only that every row is there, measured or skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emodan_ros import bench
+from emodan_ros.checkpoint import save_checkpoint
+from emodan_ros.classes import FERPLUS_CLASSES
+from emodan_ros.dan import DANConfig, EmotionalDAN, default_mean_shape
+
+TINY = DANConfig(input_size=32, num_stages=1, width=0.125, convs_per_block=1, fc_size=16)
+# FER+ vote rows (10 columns: 8 emotions, unknown, not-a-face): majority labels
+# neutral, happiness, contempt, sadness, plus one without a majority (dropped).
+VOTES = {
+    "a.png": [8, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    "b.png": [0, 9, 0, 0, 0, 0, 0, 0, 1, 0],
+    "c.png": [0, 0, 0, 0, 0, 0, 0, 7, 0, 0],
+    "d.png": [0, 0, 0, 6, 0, 0, 0, 0, 0, 0],
+    "e.png": [3, 3, 0, 0, 3, 0, 0, 0, 0, 0],
+}
+
+
+def _write_pts(path: Path, points: np.ndarray) -> None:
+    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points)
+    path.write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    fer = root / "fer"
+    fer.mkdir()
+    lines = []
+    for name, votes in VOTES.items():
+        assert cv2.imwrite(str(fer / name), rng.integers(0, 255, (48, 48), dtype=np.uint8))
+        lines.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+    (fer / "label.csv").write_text("\n".join(lines) + "\n")
+    w300 = root / "300w"
+    w300.mkdir()
+    mean = default_mean_shape().numpy()  # unit square coordinates of a face
+    for i in range(4):
+        points = 30 + 60 * (mean - mean.min(0)) / (mean.max(0) - mean.min(0)) + rng.normal(0, 1, (68, 2))
+        image = rng.integers(60, 200, (120, 120, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(w300 / f"face{i}.png"), image)
+        _write_pts(w300 / f"face{i}.pts", points)
+    torch.manual_seed(0)
+    model = root / "tiny.pt"
+    holdout = {"landmarks": {"holdout_files": ["face0.pts", "face2.pts", "face3.pts"]}}
+    save_checkpoint(model, EmotionalDAN(TINY), data=holdout)
+    return {"model": model, "fer": fer, "landmarks": w300, "root": root}
+
+
+@pytest.fixture(scope="module")
+def report(fixtures: dict[str, Path]) -> dict:
+    return bench.run_bench(str(fixtures["model"]), str(fixtures["fer"]), [str(fixtures["landmarks"])],
+                           repeats=3, compile_model=False, node_duration=0, paper_config=TINY)
+
+
+def _names(rows: list[dict]) -> list[str]:
+    return [r["row"] for r in rows]
+
+
+def test_bench_has_every_row_measured_or_skipped_with_a_reason(report: dict) -> None:
+    assert _names(report["emotion"]) == ["ours fp32", "ours bf16", "paper-size fp32 (untrained)",
+                                         "fer mini-Xception (tflite)"]
+    assert _names(report["landmarks"]) == ["ours fp32", "ours bf16", "paper-size fp32 (untrained)",
+                                           "dlib 68-point shape predictor"]
+    assert _names(report["detection"]) == ["detector haar (node default)", "detector dlib", "detector yunet"]
+    assert len(report["node"]) == 4 and all("disabled" in r["skipped"] for r in report["node"])
+    for row in report["emotion"] + report["landmarks"] + report["detection"]:
+        assert "skipped" in row or row.get("faces_per_s", 1) > 0, row
+        if "skipped" in row:
+            assert row["skipped"].strip()
+    ours = report["emotion"][0]
+    # 4 labelled images (e.png has no majority); contempt (c.png) is not a shared class.
+    assert ours["n_all"] == 4 and ours["n_shared"] == 3
+    assert report["landmarks"][0]["n"] == 3  # the checkpoint's holdout, not every .pts file
+    assert "holdout" in report["data"]["landmark_files"]
+    paper = report["emotion"][2]
+    assert "accuracy_shared" not in paper and "untrained" in paper["note"]
+    if not torch.cuda.is_available():
+        assert "no CUDA" in report["cuda"][0]["skipped"]
+
+
+def test_ratios_are_against_the_peer_of_the_same_run(report: dict) -> None:
+    fer = report["emotion"][-1]
+    ours = report["emotion"][0]
+    if "skipped" in fer:
+        assert "latency_ratio_b1" not in ours
+        return
+    assert ours["latency_ratio_b1"] == pytest.approx(ours["ms_per_face_b1"] / fer["ms_per_face_b1"], rel=0.02)
+    assert ours["accuracy_points_vs_peer"] == pytest.approx(
+        100 * (ours["accuracy_shared"] - fer["accuracy_shared"]), abs=0.1)
+
+
+def test_outputs_are_written(report: dict, fixtures: dict[str, Path]) -> None:
+    paths = bench.write_outputs(report, fixtures["root"] / "out")
+    data = json.loads(paths["json"].read_text())
+    assert _names(data["emotion"]) == _names(report["emotion"])
+    text = paths["markdown"].read_text()
+    for row in report["emotion"] + report["landmarks"] + report["detection"]:
+        assert row["row"] in text
+    assert "## CUDA" in text and report["machine"]["cpu"] in text
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peers_skip_with_a_reason_when_not_installed(fixtures: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("dlib", "face_recognition_models", "fer", "ai_edge_litert", "tensorflow"):
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError
+    emotion = bench.load_emotion_data(fixtures["fer"])
+    landmarks = bench.load_landmark_data([fixtures["landmarks"]], None)
+    fer = bench.fer_row(emotion, ("neutral", "happiness"), 3)
+    dlib = bench.dlib_row(landmarks, 3)
+    assert "fer not installed" in fer["skipped"] and "pip install" in fer["skipped"]
+    assert "dlib not installed" in dlib["skipped"]
+    rows = bench.detection_rows(landmarks, 3, "")
+    assert "dlib" in rows[1]["skipped"] and "recall_iou50" in rows[0]
+
+
+def test_shared_class_accuracy_ignores_classes_a_peer_lacks() -> None:
+    shared = bench.shared_classes(FERPLUS_CLASSES, bench.FER_LABELS)
+    assert "contempt" not in shared and "happiness" in shared and len(shared) == 7
+    labels = np.array([FERPLUS_CLASSES.index(c) for c in ("happiness", "contempt", "anger")])
+    probs = np.zeros((3, 8), np.float32)
+    probs[0, FERPLUS_CLASSES.index("contempt")] = 0.9  # top is contempt, best shared is happiness
+    probs[0, FERPLUS_CLASSES.index("happiness")] = 0.1
+    probs[1, FERPLUS_CLASSES.index("contempt")] = 1.0
+    probs[2, FERPLUS_CLASSES.index("neutral")] = 1.0
+    scores = bench.emotion_scores(probs, FERPLUS_CLASSES, labels, shared)
+    assert scores["n_shared"] == 2 and scores["accuracy_shared"] == pytest.approx(0.5)
+    assert scores["n_all"] == 3 and scores["accuracy_all"] == pytest.approx(1 / 3)
+    fer_probs = np.eye(7, dtype=np.float32)[[3, 6, 0]]  # happy, neutral, angry in fer's order
+    fer_scores = bench.emotion_scores(fer_probs, bench.FER_LABELS, labels, shared)
+    assert fer_scores["accuracy_shared"] == pytest.approx(1.0) and "accuracy_all" not in fer_scores
+
+
+def test_time_calls_orders_quantiles_and_counts_calls() -> None:
+    calls = []
+    timing = bench.time_calls(lambda: calls.append(1), repeats=5, warmup=2)
+    assert timing.calls == 5 and len(calls) == 7
+    assert timing.p25_ms <= timing.median_ms <= timing.p75_ms
+
+
+def test_dlib_box_conversion_inverts_the_node_calibration() -> None:
+    pytest.importorskip("dlib", reason="dlib not installed (optional bench extra)")
+    pytest.importorskip("face_recognition_models", reason="face-recognition-models not installed")
+    from emodan_ros.detector import _DLIB_CAL
+
+    peer = bench.DlibPeer()
+    box = np.array([10.0, 20.0, 110.0, 140.0])
+    assert _DLIB_CAL.apply(peer.to_dlib_box(box)[None])[0] == pytest.approx(box, abs=1e-4)
+
+
+def test_cli_bench_parses(fixtures: dict[str, Path]) -> None:
+    from emodan_ros.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--model", "m.pt", "--ferplus", "f", "--landmarks", "a", "b",
+                                      "--out", "o", "--no-compile", "--node-duration", "0"])
+    assert args.landmarks == ["a", "b"] and args.compile is False and args.repeats == 20
+    with pytest.raises(ValueError, match="repeats"):
+        args.repeats = 2
+        bench.main(args)
