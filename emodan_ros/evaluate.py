@@ -1,0 +1,367 @@
+"""`emodan eval`: how good is a model on an image dataset, with a report a person can read.
+
+Dataset classes are matched to the model's classes by name (``classes.class_mapping``): an image
+whose class the model does not know is kept in predictions.csv, counted in ``unknown_classes``,
+and left out of the scores instead of being scored as wrong or silently dropped. With
+``restrict_to_dataset_classes`` the argmax only chooses among the model classes the dataset has
+(the usual cross-dataset protocol, e.g. a FER+ model on a 7-class set without contempt).
+
+``input="crop"`` takes each image as the face crop (FER style); ``input="frame"`` sends each image
+through the node's own path (detector, crop, model: :class:`EmotionPipeline`), one image at a time
+with the tracker reset, and scores the largest face.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .classes import canonical_classes, class_mapping
+from .cli_args import FORMATS
+from .crop import box_for_full_crop
+from .metrics import summarize
+
+INPUTS = ("crop", "frame")
+MODEL_NAME = "emodan_default.pt"
+
+
+@dataclass
+class Record:
+    """One scored face: an image of a dataset, or one frame of a bag.
+
+    ``probs`` is None when no face was found (frame input); landmarks are (68, 2) in image pixels
+    (OpenCV centres), ``box`` the face box the model was given (xyxy), for the saliency crops.
+    """
+
+    key: str
+    true_name: str | None
+    true: int = -1
+    probs: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    gt_landmarks: np.ndarray | None = None
+    box: np.ndarray | None = None
+    face_id: int = -1
+    stamp_ns: int | None = None
+    no_output: bool = False  # bags: no output frame at all for this stamp (dropped), not "no face"
+
+
+@dataclass
+class Scored:
+    """Metrics plus the per-record predicted index (-1: no face) under the chosen argmax rule."""
+
+    metrics: dict[str, Any]
+    pred: np.ndarray
+    allowed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+class FullFrameDetector:
+    """'Detector' for frames that are face crops: the whole image is the face crop.
+
+    Lets crop datasets (and bags made from them) go through the node's pipeline unchanged.
+    """
+
+    name = "full"
+
+    def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        height, width = image_bgr.shape[:2]
+        return box_for_full_crop(width, height)[None].astype(np.float32), np.ones(1, np.float32)
+
+
+def make_eval_detector(name: str, max_side: int = 320, model_path: str = "",
+                       min_face_fraction: float = 0.08) -> Any:
+    """The node's detectors plus ``full`` (whole image = face crop)."""
+    if name == "full":
+        return FullFrameDetector()
+    from .detector import make_detector
+
+    return make_detector(name, max_side=max_side, model_path=model_path, min_face_fraction=min_face_fraction)
+
+
+def find_default_model() -> Path:
+    """The package's default model: installed share/, then the source tree (repo models/ or package models/)."""
+    candidates: list[Path] = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            candidates.append(Path(get_package_share_directory("emodan_ros")) / "models" / MODEL_NAME)
+        except (PackageNotFoundError, ValueError):
+            pass
+    except ImportError:
+        pass
+    here = Path(__file__).resolve().parent
+    candidates += [here.parent / "models" / MODEL_NAME, here / "models" / MODEL_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no default model ({', '.join(map(str, candidates))}); pass --model PATH")
+
+
+def load_dataset(data: str | Path, fmt: str, usage: str | None = None, pts_offset: float = 0.0) -> Any:
+    """A dataset reader in its own vocabulary (mapping to the model happens by name later)."""
+    from . import datasets
+
+    if fmt == "ferplus":
+        return datasets.FerPlusDataset.evaluation(data)
+    if fmt == "fer2013csv":
+        return datasets.Fer2013CsvDataset(data, usage=usage)
+    if fmt == "imagefolder":
+        return datasets.ImageFolderDataset(data)
+    if fmt == "manifest":
+        return datasets.ManifestDataset(data)
+    if fmt == "pts":
+        return datasets.PtsDataset(data, offset=pts_offset)
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def allowed_classes(model_classes: Sequence[str], dataset_classes: Sequence[str], restrict: bool) -> np.ndarray:
+    """Mask of the model classes the argmax may choose."""
+    allowed = np.ones(len(model_classes), bool)
+    if restrict and len(dataset_classes):
+        mapping = class_mapping(dataset_classes, model_classes)
+        allowed[:] = False
+        allowed[mapping[mapping >= 0]] = True
+        if not allowed.any():
+            raise ValueError(f"no dataset class {list(dataset_classes)} is a model class {list(model_classes)}")
+    return allowed
+
+
+def predicted_index(probs: np.ndarray | None, allowed: np.ndarray) -> int:
+    if probs is None:
+        return -1
+    return int(np.argmax(np.where(allowed, probs, -np.inf)))
+
+
+def score(records: Sequence[Record], model_classes: Sequence[str], dataset_classes: Sequence[str],
+          restrict: bool = False, threshold: float = 0.08) -> Scored:
+    """Metrics over records whose true class the model knows and where a face was found.
+
+    Besides :func:`metrics.summarize`: image counts, ``detection_rate`` (faces found / images
+    that got an answer),
+    ``accuracy_counting_misses`` (a missed face counts as wrong), ``unknown_classes`` {dataset
+    class: images}, ``class_mapping`` and, with ``restrict``, ``restricted_to``.
+    """
+    model_classes = list(model_classes)
+    allowed = allowed_classes(model_classes, dataset_classes, restrict)
+    pred = np.array([predicted_index(r.probs, allowed) for r in records], np.int64)
+    true = np.array([r.true for r in records], np.int64)
+    found = pred >= 0
+    labelled = true >= 0
+    unknown: dict[str, int] = {}
+    for r in records:
+        if r.true_name is not None and r.true < 0:
+            unknown[r.true_name] = unknown.get(r.true_name, 0) + 1
+    use = found & labelled
+    answered = np.array([not r.no_output for r in records], bool)
+    lm_pred = [r.landmarks for r in records if r.landmarks is not None and r.gt_landmarks is not None]
+    lm_gt = [r.gt_landmarks for r in records if r.landmarks is not None and r.gt_landmarks is not None]
+    metrics: dict[str, Any] = {}
+    if use.any():
+        metrics.update(summarize(true[use], pred[use], model_classes))
+    else:
+        metrics.update({"n": 0, "accuracy": float("nan"), "macro_f1": float("nan")})
+    if lm_pred:
+        lm = summarize(pred_landmarks=np.stack(lm_pred), gt_landmarks=np.stack(lm_gt), threshold=threshold)
+        lm.pop("n", None)
+        metrics.update(lm)
+    n_labelled_known = int(labelled.sum())
+    metrics.update({
+        "n_images": len(records),
+        "n_faces_found": int(found.sum()),
+        "detection_rate": float(found.sum() / answered.sum()) if answered.any() else float("nan"),
+        "n_labelled_known_class": n_labelled_known,
+        "n_unlabelled": sum(1 for r in records if r.true_name is None),
+        "accuracy_counting_misses": float((pred[labelled] == true[labelled]).mean()) if n_labelled_known
+        else float("nan"),
+        "unknown_classes": unknown,
+        "n_unknown_class": int(sum(unknown.values())),
+        "class_mapping": {name: (model_classes[j] if j >= 0 else None)
+                          for name, j in zip(dataset_classes, class_mapping(dataset_classes, model_classes))},
+    })
+    if restrict:
+        metrics["restricted_to"] = [c for c, ok in zip(model_classes, allowed) if ok]
+    return Scored(metrics, pred, allowed)
+
+
+def write_predictions(path: Path, records: Sequence[Record], pred: np.ndarray, model_classes: Sequence[str],
+                      key_name: str = "path") -> None:
+    """predictions.csv: key, true label, predicted label, p_<class>..., then x0,y0..x67,y67 if any."""
+    with_landmarks = any(r.landmarks is not None for r in records)
+    with_ids = any(r.face_id >= 0 for r in records)
+    header = [key_name, "true_label", "predicted_label"] + (["face_id"] if with_ids else [])
+    header += [f"p_{c}" for c in model_classes]
+    if with_landmarks:
+        header += [f"{axis}{i}" for i in range(68) for axis in ("x", "y")]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for r, p in zip(records, pred):
+            row: list[Any] = [r.key, r.true_name or "", model_classes[p] if p >= 0 else ""]
+            if with_ids:
+                row.append(r.face_id)
+            row += [f"{v:.5f}" for v in r.probs] if r.probs is not None else [""] * len(model_classes)
+            if with_landmarks:
+                row += [f"{v:.2f}" for v in r.landmarks.reshape(-1)] if r.landmarks is not None else [""] * 136
+            writer.writerow(row)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN -> None (strict JSON), numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def progress(iterable: Iterable, total: int | None, desc: str) -> Iterable:
+    """tqdm on stderr when installed (it is a torch dependency), else the plain iterable."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+
+
+def _crop_batches(dataset: Any, limit: int | None, batch_size: int) -> Iterable[list[tuple[int, Any]]]:
+    """Consecutive samples of equal image size (predict_crops needs one size per batch)."""
+    batch: list[tuple[int, Any]] = []
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in range(count):
+        sample = dataset[index]
+        if batch and (len(batch) >= batch_size or batch[0][1].image.shape[:2] != sample.image.shape[:2]):
+            yield batch
+            batch = []
+        batch.append((index, sample))
+    if batch:
+        yield batch
+
+
+def _true_of(sample: Any, dataset_classes: Sequence[str], mapping: np.ndarray) -> tuple[str | None, int]:
+    if sample.label < 0:
+        return None, -1
+    return dataset_classes[sample.label], int(mapping[sample.label])
+
+
+def run_crops(predictor: Any, dataset: Any, limit: int | None = None, batch_size: int = 64) -> list[Record]:
+    """Each image is the face crop: batched predict_crops."""
+    dataset_classes = canonical_classes(dataset.classes) if dataset.classes else ()
+    mapping = class_mapping(dataset_classes, predictor.class_names)
+    records: list[Record] = []
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    bar = progress(range(total), total, "eval (crop)")
+    counter = iter(bar)
+    for batch in _crop_batches(dataset, limit, batch_size):
+        out = predictor.predict_crops(np.stack([s.image for _, s in batch]))
+        for k, (_, sample) in enumerate(batch):
+            name, true = _true_of(sample, dataset_classes, mapping)
+            height, width = sample.image.shape[:2]
+            records.append(Record(key=sample.path, true_name=name, true=true, probs=out.probs[k],
+                                  landmarks=out.landmarks[k], gt_landmarks=sample.landmarks,
+                                  box=box_for_full_crop(width, height)))
+            next(counter, None)
+    return records
+
+
+def run_frames(pipeline: Any, dataset: Any, limit: int | None = None) -> list[Record]:
+    """Each image through the node's pipeline (tracker reset per image); the largest face is scored."""
+    from .crop import to_gray
+
+    dataset_classes = canonical_classes(dataset.classes) if dataset.classes else ()
+    mapping = class_mapping(dataset_classes, pipeline.class_names)
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    records: list[Record] = []
+    for index in progress(range(total), total, "eval (frame)"):
+        sample = dataset[index]
+        image = sample.image
+        if image.ndim == 2:
+            image = np.repeat(to_gray(image)[..., None], 3, axis=2)
+        pipeline.reset()
+        faces = pipeline.process(np.ascontiguousarray(image))
+        name, true = _true_of(sample, dataset_classes, mapping)
+        record = Record(key=sample.path, true_name=name, true=true, gt_landmarks=sample.landmarks)
+        if faces:
+            face = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+            record.probs, record.landmarks, record.box = face.probs, face.landmarks, face.box
+            record.face_id = -1
+        records.append(record)
+    return records
+
+
+def load_image_for(record: Record, dataset: Any) -> np.ndarray | None:
+    """Image of a record for the saliency figure (re-read from the dataset by path)."""
+    index = {p: i for i, p in enumerate(dataset.paths)}.get(record.key)
+    return None if index is None else dataset[index].image
+
+
+def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str = "crop",
+             restrict: bool = False, usage: str | None = None, detector: str = "haar",
+             detector_model: str = "", detector_max_side: int = 320, device: str = "auto",
+             precision: str = "auto", batch_size: int = 64, limit: int | None = None,
+             saliency_per_class: int = 2, pts_offset: float = 0.0, predictor: Any = None) -> dict[str, Any]:
+    """Run the evaluation and write metrics.json, predictions.csv, report.md and plots into ``out``."""
+    from .report import write_report
+
+    if input_kind not in INPUTS:
+        raise ValueError(f"input must be one of {INPUTS}, got {input_kind!r}")
+    if predictor is None:
+        from .predictor import Predictor
+
+        model_path = Path(model) if model else find_default_model()
+        predictor = Predictor.from_checkpoint(model_path, device=device, precision=precision)
+    dataset = load_dataset(data, fmt, usage=usage, pts_offset=pts_offset)
+    if len(dataset) == 0:
+        raise ValueError(f"{data}: no readable {fmt} samples")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if input_kind == "crop":
+        records = run_crops(predictor, dataset, limit, batch_size)
+    else:
+        from .pipeline import EmotionPipeline
+
+        pipeline = EmotionPipeline(predictor, make_eval_detector(detector, detector_max_side, detector_model),
+                                   redetect_every=1, smoothing=0.0)
+        records = run_frames(pipeline, dataset, limit)
+    dataset_classes = canonical_classes(dataset.classes) if dataset.classes else ()
+    scored = score(records, predictor.class_names, dataset_classes, restrict)
+    metrics = scored.metrics
+    unknown = dict(getattr(dataset, "unknown_classes", {}) or {})
+    for name, count in unknown.items():  # readers that skip unknown folders already counted them
+        metrics["unknown_classes"][name] = metrics["unknown_classes"].get(name, 0) + count
+    metrics["n_unknown_class"] = int(sum(metrics["unknown_classes"].values()))
+    metrics.update({
+        "input": input_kind, "format": fmt, "data": str(data),
+        "model": str(getattr(predictor, "source", "")), "model_classes": list(predictor.class_names),
+        "dataset_classes": list(dataset_classes),
+        "n_unreadable": len(dataset.bad_files), "unreadable": list(dataset.bad_files[:100]),
+    })
+    if input_kind == "frame":
+        metrics["detector"] = detector
+    write_predictions(out_dir / "predictions.csv", records, scored.pred, predictor.class_names)
+    (out_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
+    write_report(out_dir, metrics, records, scored.pred, predictor,
+                 image_of=lambda r: load_image_for(r, dataset), title=f"Evaluation on {data}",
+                 saliency_per_class=saliency_per_class)
+    return metrics
+
+
+def main(args: Any) -> int:
+    metrics = evaluate(args.model, args.data, args.format, args.out, args.input,
+                       restrict=args.restrict_to_dataset_classes, usage=args.usage, detector=args.detector,
+                       detector_model=args.detector_model, detector_max_side=args.detector_max_side,
+                       device=args.device, precision=args.precision, batch_size=args.batch_size,
+                       limit=args.limit, saliency_per_class=args.saliency_per_class, pts_offset=args.pts_offset)
+    print(json.dumps({k: json_safe(metrics[k]) for k in ("n", "accuracy", "macro_f1", "detection_rate",
+                                                         "n_unknown_class", "n_unreadable") if k in metrics}))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
