@@ -32,7 +32,7 @@ import numpy as np
 
 from . import bag_io
 from .classes import canonical_name, class_mapping
-from .evaluate import Record, json_safe, load_dataset, progress, score, write_predictions
+from .evaluate import Record, json_safe, load_dataset, progress, score, set_torch_threads, write_predictions
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -665,8 +665,15 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # before this process's participant exists
     from .ros_compat import require_ros
 
-    require_ros("emodan bag eval --mode live")
+    try:
+        require_ros("emodan bag eval --mode live")
+        from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
+    except ImportError as exc:
+        raise RuntimeError(f"{exc} (the messages emodan_ros.msg must be importable: after `make setup` and "
+                           "`. install/setup.sh`, run outside the source checkout, where `python -m` would "
+                           "import the unbuilt source tree)") from exc
     import rclpy
+    from sensor_msgs.msg import CompressedImage, Image
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -697,8 +704,6 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
     executor = SingleThreadedExecutor(context=context)
     node = rclpy.create_node(f"emodan_bag_eval_{os.getpid()}", context=context)
     executor.add_node(node)
-    from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
-    from sensor_msgs.msg import CompressedImage, Image
 
     msg_cls = CompressedImage if compressed else Image
     publisher = node.create_publisher(msg_cls, in_topic, QoSProfile(
@@ -1005,11 +1010,13 @@ def main(args: Any) -> int:
                           truth_prefix=args.truth_prefix)
         print(json.dumps(result))
         return 0
+    set_torch_threads(args.torch_threads)
     pipeline_settings = {"redetect_every": args.redetect_every, "smoothing": args.smoothing,
                          "min_quality": args.min_quality, "max_faces": args.max_faces}
     live = LiveSettings(model=args.model, speed=args.speed, warmup_frames=args.warmup_frames,
                         node_running=args.node_running, namespace=args.node_namespace,
-                        startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout, storage=args.storage)
+                        startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout, storage=args.storage,
+                        node_params={"torch_threads": args.torch_threads} if args.torch_threads > 0 else {})
     metrics = evaluate_bag(args.bag, args.out, args.mode, model=args.model, device=args.device,
                            precision=args.precision, restrict=args.restrict_to_dataset_classes,
                            image_topic=args.image_topic, truth_topic=args.truth_topic,

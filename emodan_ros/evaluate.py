@@ -275,7 +275,7 @@ def run_crops(predictor: Any, dataset: Any, limit: int | None = None, batch_size
 
 def run_frames(pipeline: Any, dataset: Any, limit: int | None = None) -> list[Record]:
     """Each image through the node's pipeline (tracker reset per image); the largest face is scored."""
-    from .crop import to_gray
+    import cv2
 
     dataset_classes = canonical_classes(dataset.classes) if dataset.classes else ()
     mapping = class_mapping(dataset_classes, pipeline.class_names)
@@ -285,7 +285,7 @@ def run_frames(pipeline: Any, dataset: Any, limit: int | None = None) -> list[Re
         sample = dataset[index]
         image = sample.image
         if image.ndim == 2:
-            image = np.repeat(to_gray(image)[..., None], 3, axis=2)
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         pipeline.reset()
         faces = pipeline.process(np.ascontiguousarray(image))
         name, true = _true_of(sample, dataset_classes, mapping)
@@ -293,15 +293,19 @@ def run_frames(pipeline: Any, dataset: Any, limit: int | None = None) -> list[Re
         if faces:
             face = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
             record.probs, record.landmarks, record.box = face.probs, face.landmarks, face.box
-            record.face_id = -1
         records.append(record)
     return records
 
 
-def load_image_for(record: Record, dataset: Any) -> np.ndarray | None:
-    """Image of a record for the saliency figure (re-read from the dataset by path)."""
-    index = {p: i for i, p in enumerate(dataset.paths)}.get(record.key)
-    return None if index is None else dataset[index].image
+def image_reader(dataset: Any) -> Any:
+    """Record -> its image, re-read from the dataset by path (for the saliency figure)."""
+    index = {p: i for i, p in enumerate(dataset.paths)}
+
+    def image_of(record: Record) -> np.ndarray | None:
+        i = index.get(record.key)
+        return None if i is None else dataset[i].image
+
+    return image_of
 
 
 def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str = "crop",
@@ -350,12 +354,20 @@ def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str =
     write_predictions(out_dir / "predictions.csv", records, scored.pred, predictor.class_names)
     (out_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     write_report(out_dir, metrics, records, scored.pred, predictor,
-                 image_of=lambda r: load_image_for(r, dataset), title=f"Evaluation on {data}",
+                 image_of=image_reader(dataset), title=f"Evaluation on {data}",
                  saliency_per_class=saliency_per_class)
     return metrics
 
 
+def set_torch_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(args: Any) -> int:
+    set_torch_threads(args.torch_threads)
     metrics = evaluate(args.model, args.data, args.format, args.out, args.input,
                        restrict=args.restrict_to_dataset_classes, usage=args.usage, detector=args.detector,
                        detector_model=args.detector_model, detector_max_side=args.detector_max_side,
