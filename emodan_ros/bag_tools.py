@@ -931,6 +931,11 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
                     "truth": truth_csv or inputs.truth_topic, "model_classes": list(names),
                     "truth_frames_without_output": missing, "messages_read": status.read,
                     "messages_in_bag": status.expected, "stability": stability(frames, names), **extra})
+    labels = [inputs.truths[k].label for k in sorted(inputs.truths) if inputs.truths[k].label]
+    span = (max(inputs.truths) - min(inputs.truths)) / 1e9 if inputs.truths else 0.0
+    # reference: how often the truth itself changes (a bag made from a dataset changes person every frame)
+    metrics["stability"]["truth_flips_per_second"] = (
+        sum(1 for a, b in zip(labels, labels[1:]) if a != b) / span if span > 0 else None)
     if predictor is not None:
         metrics["model"] = str(getattr(predictor, "source", ""))
     elif live is not None and live.model:
@@ -981,6 +986,9 @@ def _bag_sections(metrics: dict[str, Any]) -> list[str]:
     flips = stab["label_flips_per_second"]
     lines.append(f"| faces tracked | {stab['faces_tracked']} |")
     lines.append(f"| label flips per second (all faces) | {'-' if flips is None else f'{flips:.3f}'} |")
+    truth_flips = stab.get("truth_flips_per_second")
+    if truth_flips is not None:
+        lines.append(f"| truth label changes per second (reference) | {truth_flips:.3f} |")
     t = metrics.get("timing", {})
     if "latency_ms" in t:
         lat = t["latency_ms"]

@@ -120,6 +120,7 @@ def test_recorded_bag_scored_against_a_csv(tmp_path: Path) -> None:
     assert m["n"] == 5 and m["accuracy"] == pytest.approx(3 / 5)
     assert m["stability"]["label_flips"] == 3
     assert m["stability"]["label_flips_per_second"] == pytest.approx(3 / 0.4)
+    assert m["stability"]["truth_flips_per_second"] == pytest.approx(3 / 0.4)  # happy->neutral->angry after neutral
     assert m["timing"]["latency_ms"]["p50"] == pytest.approx(30.0)
     assert m["confusion"]["matrix"][4][3] == 1  # anger taken for sadness
 
