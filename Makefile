@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 
-.PHONY: setup test clean
+.PHONY: setup test demo clean
 
 ## setup: create .venv (ROS 2 wheels or a sourced ROS 2 install), install deps, colcon build
 setup:
@@ -12,6 +12,11 @@ setup:
 test: setup
 	@set -e; . install/setup.sh; \
 	  PATH="$(VENV)/bin:$$PATH" "$(VENV)/bin/pytest" test/
+
+## demo: setup, then run emotion_node on the built-in sample (or ARGS="--image photo.jpg" / "--bag BAG")
+demo: setup
+	@set -e; . install/setup.sh; \
+	  PATH="$(VENV)/bin:$$PATH" install/emodan_ros/lib/emodan_ros/emodan_demo --out demo_out $(ARGS)
 
 ## clean: remove build outputs (keeps .venv)
 clean:

@@ -7,8 +7,9 @@ a bare `ModuleNotFoundError: rclpy` deep in an import chain into an instruction.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
-__all__ = ["ros_available", "require_ros", "cv_bridge_available"]
+__all__ = ["ros_available", "require_ros", "cv_bridge_available", "package_file"]
 
 
 def _findable(module: str) -> bool:
@@ -38,3 +39,23 @@ def require_ros(module: str) -> None:
             "the package with colcon. The rest of emodan_ros (training, evaluation, "
             "model) works without ROS."
         )
+
+
+def package_file(relative: str) -> Path | None:
+    """A file shipped with the package: the colcon-installed share/emodan_ros first, then the source tree.
+
+    One lookup for the Fast DDS profile, the default model and the like, so every tool finds the
+    same file whether it runs from a ROS install, this repository's install/ or a plain checkout.
+    """
+    candidates = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            candidates.append(Path(get_package_share_directory("emodan_ros")) / relative)
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    candidates.append(Path(__file__).resolve().parent.parent / relative)
+    return next((path for path in candidates if path.is_file()), None)
