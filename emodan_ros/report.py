@@ -118,11 +118,13 @@ def plot_saliency(records: Sequence[Any], pred: np.ndarray, predictor: Any,
         if r.landmarks is not None:
             pts = np.asarray(r.landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2]
             ax.scatter(pts[:, 0], pts[:, 1], s=3, c="yellow", linewidths=0)
+        ax.set_xlim(-0.5, size - 0.5)  # points outside the crop must not shrink it
+        ax.set_ylim(size - 0.5, -0.5)
         ax.set_title(f"{'OK' if correct else 'WRONG'} {classes[r.true]}->{classes[pred[i]]}\n"
                      f"p={float(r.probs[pred[i]]):.2f}", fontsize=7, color="green" if correct else "red")
     fig.suptitle("Grad-CAM of the last stage for the predicted class (rows: true class; "
                  f"left {per_class}: correct, right {per_class}: wrong)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
