@@ -32,6 +32,7 @@ import numpy as np
 
 from . import bag_io
 from .classes import canonical_name, class_mapping
+from .ros_compat import package_file
 from .evaluate import Record, json_safe, load_dataset, progress, score, set_torch_threads, write_predictions
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -624,31 +625,8 @@ def run_recorded(bag: str | Path, inputs: BagInput, pred_topic: str | None, pred
 
 def fastdds_profile() -> str | None:
     """config/fastdds.xml from the installed share/ or the source tree."""
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory("emodan_ros")) / "config" / "fastdds.xml")
-        except (PackageNotFoundError, ValueError):
-            pass
-    except ImportError:
-        pass
-    candidates.append(Path(__file__).resolve().parent.parent / "config" / "fastdds.xml")
-    return next((str(c) for c in candidates if c.is_file()), None)
-
-
-@dataclass
-class LiveSettings:
-    model: str | None = None
-    speed: float = 1.0
-    warmup_frames: int = 3
-    node_running: bool = False
-    namespace: str = ""
-    startup_timeout: float = 120.0
-    drain_timeout: float = 5.0
-    storage: str = "mcap"
-    node_params: dict[str, Any] = field(default_factory=dict)
+    found = package_file("config/fastdds.xml")
+    return str(found) if found else None
 
 
 def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir: Path,

@@ -26,11 +26,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from emodan_ros.ros_compat import package_file
+
 FRAME_W, FRAME_H = 640, 480
 
 
 def make_frame(faces: int) -> np.ndarray:
-    """A 640x480 BGR frame with 1 face (about 120 px wide) or a 2x2 grid of 4 (about 95 px each)."""
+    """A 640x480 BGR frame: 1 face (about 120 px wide), or 2, 4 or 8 heads on a grid."""
     from skimage import data
 
     astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
@@ -39,27 +41,19 @@ def make_frame(faces: int) -> np.ndarray:
         scaled = cv2.resize(astronaut, (FRAME_H, FRAME_H), interpolation=cv2.INTER_AREA)
         frame[:, 80:80 + FRAME_H] = scaled
         return frame
-    if faces != 4:
-        raise ValueError("faces must be 1 or 4")
-    head = cv2.resize(astronaut[20:250, 115:325], (210, 230), interpolation=cv2.INTER_AREA)
-    for row in range(2):
-        for col in range(2):
-            y, x = row * 240 + 5, col * 320 + 55
-            frame[y:y + 230, x:x + 210] = head
+    grids = {2: (1, 2), 4: (2, 2), 8: (2, 4)}
+    if faces not in grids:
+        raise ValueError(f"faces must be one of 1, {', '.join(map(str, grids))}")
+    rows, cols = grids[faces]
+    cell_h, cell_w = FRAME_H // rows, FRAME_W // cols
+    height = min(cell_h, cell_w * 230 // 210) - 10
+    head = cv2.resize(astronaut[20:250, 115:325], (height * 210 // 230, height), interpolation=cv2.INTER_AREA)
+    for row in range(rows):
+        for col in range(cols):
+            y = row * cell_h + (cell_h - head.shape[0]) // 2
+            x = col * cell_w + (cell_w - head.shape[1]) // 2
+            frame[y:y + head.shape[0], x:x + head.shape[1]] = head
     return frame
-
-
-def _profile_file() -> str:
-    """The package's Fast DDS profile (installed share/ or the source tree)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("emodan_ros")) / "config" / "fastdds.xml"
-        if path.is_file():
-            return str(path)
-    except (ImportError, LookupError):
-        pass
-    return str(Path(__file__).resolve().parent.parent / "config" / "fastdds.xml")
 
 
 def _proc_sample(pid: int) -> tuple[float, float]:
@@ -89,7 +83,7 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     if model:
         params += ["-p", f"model_path:={model}"]
     env = dict(os.environ)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", _profile_file())
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(package_file("config/fastdds.xml")))
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
     node_proc = subprocess.Popen(
         [sys.executable, "-m", "emodan_ros.emotion_node", "--ros-args", "-r", f"__ns:={ns}", *params, *extra],
@@ -187,7 +181,7 @@ def _spin_for(executor: Any, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--faces", type=int, default=1, choices=(1, 4))
+    parser.add_argument("--faces", type=int, default=1, choices=(1, 2, 4, 8))
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (after 3 s warm-up)")
     parser.add_argument("--model", default="", help="checkpoint; default: the package model, else untrained")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .ros_compat import require_ros
+from .ros_compat import package_file, require_ros
 
 require_ros(__name__)
 
@@ -88,7 +88,9 @@ PARAMS: dict[str, ParamSpec] = {
                         read_only=True, choices=DEVICES),
     "precision": ParamSpec("auto", "Inference precision: auto (fp16 on CUDA, bf16 on CPU when faster), "
                            "fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
-    "torch_threads": ParamSpec(0, "CPU threads for PyTorch; 0 keeps PyTorch's default.", read_only=True,
+    "torch_threads": ParamSpec(1, "CPU threads for PyTorch (0 = PyTorch's default, all cores). One thread "
+                               "is the default: the per-frame batch is small, and on a CPU shared with other "
+                               "nodes a second thread made inference up to 50x slower here.", read_only=True,
                                low=0, high=256),
     "detector": ParamSpec("haar", "Face detector: haar (OpenCV cascade, built in), dlib (needs "
                           "`pip install dlib-bin`) or yunet (needs detector_model_path).", read_only=True,
@@ -138,18 +140,7 @@ def _descriptor(name: str, spec: ParamSpec) -> ParameterDescriptor:
 
 def default_model_path() -> Path | None:
     """The package's default model: installed share/ first, then the source tree's models/."""
-    candidates: list[Path] = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory("emodan_ros")) / "models" / DEFAULT_MODEL_NAME)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    candidates.append(Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME)
-    return next((c for c in candidates if c.is_file()), None)
+    return package_file(f"models/{DEFAULT_MODEL_NAME}")
 
 
 def load_predictor(model_path: str, allow_random: bool, device: str, precision: str) -> Any:

@@ -26,6 +26,7 @@ from .classes import canonical_classes, class_mapping
 from .cli_args import FORMATS
 from .crop import box_for_full_crop
 from .metrics import summarize
+from .ros_compat import package_file
 
 INPUTS = ("crop", "frame")
 MODEL_NAME = "emodan_default.pt"
@@ -84,23 +85,11 @@ def make_eval_detector(name: str, max_side: int = 320, model_path: str = "",
 
 
 def find_default_model() -> Path:
-    """The package's default model: installed share/, then the source tree (repo models/ or package models/)."""
-    candidates: list[Path] = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory("emodan_ros")) / "models" / MODEL_NAME)
-        except (PackageNotFoundError, ValueError):
-            pass
-    except ImportError:
-        pass
-    here = Path(__file__).resolve().parent
-    candidates += [here.parent / "models" / MODEL_NAME, here / "models" / MODEL_NAME]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no default model ({', '.join(map(str, candidates))}); pass --model PATH")
+    """The package's default model: installed share/, then the source tree's models/."""
+    found = package_file(f"models/{MODEL_NAME}")
+    if found is None:
+        raise FileNotFoundError(f"no default model (models/{MODEL_NAME} of the package); pass --model PATH")
+    return found
 
 
 def load_dataset(data: str | Path, fmt: str, usage: str | None = None, pts_offset: float = 0.0) -> Any:
