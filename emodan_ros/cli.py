@@ -1,4 +1,4 @@
-"""The `emodan` command: train, evaluate, benchmark and demo without needing ROS for the model parts."""
+"""The `emodan` command: train, evaluate and benchmark; only the bag live mode needs ROS."""
 
 from __future__ import annotations
 
