@@ -24,7 +24,7 @@ import numpy as np
 
 from .classes import canonical_classes, class_mapping
 from .cli_args import FORMATS
-from .crop import box_for_full_crop
+from .crop import box_for_full_crop, box_from_landmarks
 from .metrics import summarize
 from .ros_compat import package_file
 
@@ -50,6 +50,7 @@ class Record:
     face_id: int = -1
     stamp_ns: int | None = None
     no_output: bool = False  # bags: no output frame at all for this stamp (dropped), not "no face"
+    flipped_probs: np.ndarray | None = None  # crop input: the mirrored face's probabilities
 
 
 @dataclass
@@ -173,6 +174,11 @@ def score(records: Sequence[Record], model_classes: Sequence[str], dataset_class
         "class_mapping": {name: (model_classes[j] if j >= 0 else None)
                           for name, j in zip(dataset_classes, class_mapping(dataset_classes, model_classes))},
     })
+    flips = [(predicted_index(r.probs, allowed), predicted_index(r.flipped_probs, allowed))
+             for r in records if r.flipped_probs is not None]
+    if flips:
+        # A horizontally mirrored face shows the same emotion: how often the prediction agrees.
+        metrics["flip_agreement"] = float(np.mean([a == b for a, b in flips]))
     if restrict:
         metrics["restricted_to"] = [c for c, ok in zip(model_classes, allowed) if ok]
     return Scored(metrics, pred, allowed)
@@ -251,13 +257,21 @@ def run_crops(predictor: Any, dataset: Any, limit: int | None = None, batch_size
     bar = progress(range(total), total, "eval (crop)")
     counter = iter(bar)
     for batch in _crop_batches(dataset, limit, batch_size):
-        out = predictor.predict_crops(np.stack([s.image for _, s in batch]))
+        images = np.stack([s.image for _, s in batch])
+        if all(s.landmarks is not None for _, s in batch):
+            # 300-W protocol: the face is given by the box of its true landmarks.
+            boxes = np.stack([box_from_landmarks(s.landmarks) for _, s in batch])
+            out = predictor.predict_images(images, boxes)
+            flipped = None
+        else:
+            boxes = np.stack([box_for_full_crop(s.image.shape[1], s.image.shape[0]) for _, s in batch])
+            out = predictor.predict_crops(images)
+            flipped = predictor.predict_crops(np.ascontiguousarray(images[:, :, ::-1])).probs
         for k, (_, sample) in enumerate(batch):
             name, true = _true_of(sample, dataset_classes, mapping)
-            height, width = sample.image.shape[:2]
             records.append(Record(key=sample.path, true_name=name, true=true, probs=out.probs[k],
-                                  landmarks=out.landmarks[k], gt_landmarks=sample.landmarks,
-                                  box=box_for_full_crop(width, height)))
+                                  landmarks=out.landmarks[k], gt_landmarks=sample.landmarks, box=boxes[k],
+                                  flipped_probs=None if flipped is None else flipped[k]))
             next(counter, None)
     return records
 

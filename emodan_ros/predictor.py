@@ -132,11 +132,16 @@ class Predictor:
         if count == 0:
             return Prediction(np.zeros((0, 68, 2), np.float32),
                               np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.float32))
+        crops, to_image = self._prepare(image_bgr, boxes)
+        return self._finish(crops, to_image)
+
+    def _prepare(self, image_bgr: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Grey crops (N, 1, S, S) cut on the device, and the crop->frame matrices (N, 2, 3)."""
         size = self.input_size
         gray = torch.from_numpy(np.ascontiguousarray(to_gray(image_bgr))).to(self.device)
         pyramid = [gray.float()[None, None]]
-        crops = torch.empty(count, 1, size, size, device=self.device)
-        to_image = np.empty((count, 2, 3))
+        crops = torch.empty(len(boxes), 1, size, size, device=self.device)
+        to_image = np.empty((len(boxes), 2, 3))
         for index, box in enumerate(boxes):
             matrix = crop_matrix(box, size, CROP_SCALE)  # frame pixels -> crop pixels
             to_image[index] = _invert(matrix)
@@ -144,10 +149,20 @@ class Predictor:
             while len(pyramid) <= level:
                 pyramid.append(F.avg_pool2d(pyramid[-1], 2, ceil_mode=True))
             crops[index] = _sample_crop(pyramid[level], _at_level(matrix, level), size)[0]
+        return crops, to_image
+
+    def _finish(self, crops: torch.Tensor, to_image: np.ndarray) -> Prediction:
         unit, probs, quality = self._forward(crops)
-        crop_pixels = geometry.unit_to_pixels(unit, size).cpu().numpy().astype(np.float64)
+        crop_pixels = geometry.unit_to_pixels(unit, self.input_size).cpu().numpy().astype(np.float64)
         landmarks = np.einsum("nij,nkj->nki", to_image[:, :, :2], crop_pixels) + to_image[:, None, :, 2]
         return Prediction(landmarks.astype(np.float32), probs.cpu().numpy(), quality.cpu().numpy())
+
+    def predict_images(self, images: np.ndarray, boxes: np.ndarray) -> Prediction:
+        """One face per image, given by its box (N images of one size, N boxes), as one batch."""
+        results = [self._prepare(image, box[None]) for image, box in zip(images, boxes)]
+        crops = torch.cat([crop for crop, _ in results])
+        to_image = np.concatenate([matrix for _, matrix in results])
+        return self._finish(crops, to_image)
 
     def predict_crops(self, crops: np.ndarray) -> Prediction:
         """Images that already are face crops (FER style, crop convention of :mod:`emodan_ros.crop`)."""

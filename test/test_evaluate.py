@@ -148,3 +148,28 @@ def test_full_frame_detector_box_is_the_crop_convention() -> None:
 
     side = boxes[0, 2] - boxes[0, 0]
     assert scores.tolist() == [1.0] and side * CROP_SCALE == pytest.approx(48)
+
+
+def test_flip_agreement_is_measured_on_crops(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    root = tmp_path / "sym"
+    (root / "happy").mkdir(parents=True)
+    for i in range(4):
+        half = rng.integers(0, 255, (40, 20), dtype=np.uint8)
+        cv2.imwrite(str(root / "happy" / f"{i}.png"), np.hstack([half, half[:, ::-1]]))  # mirror-symmetric
+    predictor = Predictor.from_checkpoint(tiny_checkpoint(tmp_path / "m.pt"), device="cpu", precision="fp32")
+    metrics = evaluate(None, str(root), "imagefolder", str(tmp_path / "out"), "crop", predictor=predictor,
+                       saliency_per_class=0)
+    assert metrics["flip_agreement"] == 1.0  # a symmetric face is its own mirror image
+
+
+def test_landmark_datasets_are_cropped_from_the_true_landmark_box(tmp_path: Path) -> None:
+    root = tmp_path / "pts"
+    root.mkdir()
+    shape = default_mean_shape().numpy() * 60 + 50  # a 60 px face in a 160 px image
+    cv2.imwrite(str(root / "a.jpg"), np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8))
+    (root / "a.pts").write_text("version: 1\nn_points: 68\n{\n" + "\n".join(f"{x} {y}" for x, y in shape) + "\n}\n")
+    predictor = Predictor.from_checkpoint(tiny_checkpoint(tmp_path / "m.pt"), device="cpu", precision="fp32")
+    rows = evaluate(None, str(root), "pts", str(tmp_path / "out"), "crop", predictor=predictor, saliency_per_class=0)
+    # Untrained: the mean shape placed in the true landmark box, not in the whole 160 px image.
+    assert rows["nme_inter_ocular"] < 0.3  # about 0.16 (the placeholder is not box-centred); whole image: > 0.5
