@@ -629,6 +629,19 @@ def fastdds_profile() -> str | None:
     return str(found) if found else None
 
 
+@dataclass
+class LiveSettings:
+    model: str | None = None
+    speed: float = 1.0
+    warmup_frames: int = 3
+    node_running: bool = False
+    namespace: str = ""
+    startup_timeout: float = 120.0
+    drain_timeout: float = 5.0
+    storage: str = "mcap"
+    node_params: dict[str, Any] = field(default_factory=dict)
+
+
 def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir: Path,
              status: ReadStatus) -> tuple[list[Frame], tuple[str, ...], list[int], dict[str, Any]]:
     """Publish the bag's images into the node over DDS at the recorded rate and record its output.
