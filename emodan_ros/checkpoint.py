@@ -99,3 +99,21 @@ def load_model(path: str | Path) -> tuple[EmotionalDAN, dict[str, Any]]:
         raise CheckpointError(f"{path}: weights do not match the stored configuration: {error}") from error
     model.eval()
     return model, payload
+
+
+RESUME_ONLY_KEYS = ("optimizer", "scheduler", "rng", "best_score", "phase", "epoch")
+
+
+def export_checkpoint(source: str | Path, target: str | Path, half: bool = True) -> Path:
+    """A deployable copy of a training checkpoint: no optimiser state, weights in fp16 by default.
+
+    Everything describing the model (config, mean shape, metrics, data, recipe) is kept, so the
+    shipped file still says how it was made.
+    """
+    model, payload = load_model(source)
+    keep = {k: v for k, v in payload.items()
+            if k not in RESUME_ONLY_KEYS and k not in REQUIRED_KEYS and k not in ("normalization", "code_version")}
+    keep["exported_from"] = {"path": str(source), "code_version": payload.get("code_version"),
+                             "storage": "fp16" if half else "fp32"}
+    save_checkpoint(target, model, half=half, **keep)
+    return Path(target)

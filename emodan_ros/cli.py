@@ -16,6 +16,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from emodan_ros.checkpoint import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out, half=not args.fp32)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def _model_bench(args: argparse.Namespace) -> int:
     from emodan_ros.model_bench import main as bench_main
 
@@ -49,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set epochs=[2] --set model.width=0.25")
     train.set_defaults(func=_train)
+
+    export = commands.add_parser("export", help="deployable copy of a checkpoint (no optimiser state, fp16 weights)")
+    export.add_argument("checkpoint")
+    export.add_argument("out")
+    export.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    export.set_defaults(func=_export)
 
     bench = commands.add_parser("model-bench", help="parameters, GMACs and CPU latency per face of model sizes")
     bench.add_argument("--presets", nargs="+", default=["cpu", "dan112", "paper224"])

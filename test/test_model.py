@@ -195,3 +195,18 @@ def test_cuda_matches_cpu() -> None:
     a = Predictor.random(TINY, device="cpu", precision="fp32").predict(frame, box)
     b = gpu.predict(frame, box)
     assert np.allclose(a.probs, b.probs, atol=2e-2)
+
+
+def test_export_drops_training_state_and_halves_the_weights(tmp_path: Path) -> None:
+    from emodan_ros.checkpoint import export_checkpoint, read_checkpoint
+
+    model = EmotionalDAN(TINY).eval()
+    save_checkpoint(tmp_path / "last.pt", model, optimizer={"state": {}}, epoch=3, metrics={"val_accuracy": 0.8})
+    export_checkpoint(tmp_path / "last.pt", tmp_path / "ship.pt")
+    payload = read_checkpoint(tmp_path / "ship.pt")
+    assert "optimizer" not in payload and "epoch" not in payload
+    assert payload["metrics"] == {"val_accuracy": 0.8} and payload["exported_from"]["storage"] == "fp16"
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())
+    shipped, _ = load_model(tmp_path / "ship.pt")
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.allclose(shipped(x).final_logits, model(x).final_logits, atol=2e-2)
