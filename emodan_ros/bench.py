@@ -677,6 +677,8 @@ def write_outputs(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path
 def main(args: argparse.Namespace) -> int:
     if args.repeats < 3:
         raise ValueError("--repeats must be at least 3 (median and quartiles)")
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     report = run_bench(args.model, args.ferplus, args.landmarks, args.repeats, args.limit, args.compile,
                        args.node_duration, args.yunet_model)
     paths = write_outputs(report, args.out)

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--node-duration", type=float, default=10.0,
                        help="seconds per node end-to-end run (0: skip the node rows)")
     peers.add_argument("--yunet-model", default="", help="YuNet ONNX file for the yunet detector row")
+    peers.add_argument("--torch-threads", type=int, default=1,
+                       help="threads for PyTorch and the fer interpreter (the node's default is 1)")
     peers.set_defaults(func=_bench)
 
     from emodan_ros.cli_args import add_bag_args, add_eval_args
