@@ -18,9 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +30,7 @@ import numpy as np
 
 from . import bag_io
 from .classes import canonical_name, class_mapping
-from .ros_compat import package_file
+from .node_process import NodeProcess, use_fastdds_profile
 from .evaluate import Record, json_safe, load_dataset, progress, score, set_torch_threads, write_predictions
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -623,12 +621,6 @@ def run_recorded(bag: str | Path, inputs: BagInput, pred_topic: str | None, pred
     return frames, names, image_stamps or None
 
 
-def fastdds_profile() -> str | None:
-    """config/fastdds.xml from the installed share/ or the source tree."""
-    found = package_file("config/fastdds.xml")
-    return str(found) if found else None
-
-
 @dataclass
 class LiveSettings:
     model: str | None = None
@@ -651,9 +643,7 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
     the node's messages as received plus the ground truth with the new stamps, so `--mode recorded`
     on it scores the same run again.
     """
-    profile = fastdds_profile()
-    if profile and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # before this process's participant exists
+    use_fastdds_profile()  # before this process's participant exists
     from .ros_compat import require_ros
 
     try:
@@ -683,12 +673,7 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
     base = namespace.rstrip("/")
     in_topic = f"{base}/image/compressed" if compressed else f"{base}/image"
     out_emotions, out_landmarks = f"{base}/emotions", f"{base}/landmarks"
-    node_proc = None
-    log_lines: list[str] = []
-    if not settings.node_running:
-        node_proc = _start_node(namespace, compressed, settings)
-        threading.Thread(target=lambda: [log_lines.append(line) for line in node_proc.stdout],
-                         daemon=True).start()
+    node_proc = None if settings.node_running else _start_node(namespace, compressed, settings)
 
     context = Context()
     rclpy.init(context=context)
@@ -718,7 +703,7 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
     info: dict[str, Any] = {"input_topic": in_topic, "output_topics": [out_emotions, out_landmarks],
                             "speed": settings.speed, "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")}
     try:
-        _wait_for_node(node, node_proc, in_topic, out_emotions, settings.startup_timeout, log_lines)
+        _wait_for_node(node, node_proc, in_topic, out_emotions, settings.startup_timeout)
         first = bag_io.to_rclpy(images[0], msg_cls)
         for k in range(settings.warmup_frames):  # model start-up (first inference) is not the node's speed
             first.header.stamp.sec, first.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
@@ -755,9 +740,9 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         if node_proc is not None:
-            _stop_node(node_proc)
+            node_proc.stop()
             time.sleep(0.2)
-            (out_dir / "node.log").write_text("".join(log_lines))
+            (out_dir / "node.log").write_text("".join(node_proc.log))
     outputs = [(t, r, m) for t, r, m in received if stamp_of(m.header) in sent]
     _write_output_bag(out_dir / "output_bag", settings.storage, outputs, inputs, sent)
     emotions = [(r, m) for t, r, m in outputs if t == out_emotions]
@@ -769,19 +754,12 @@ def run_live(bag: str | Path, inputs: BagInput, settings: LiveSettings, out_dir:
     return frames, names, list(sent.values()), info
 
 
-def _start_node(namespace: str, compressed: bool, settings: LiveSettings) -> subprocess.Popen:
+def _start_node(namespace: str, compressed: bool, settings: LiveSettings) -> NodeProcess:
     from .evaluate import find_default_model
 
-    params = {"model_path": str(Path(settings.model or find_default_model()).resolve()), "compressed": compressed, "publish_debug_image": False,
-              **settings.node_params}
-    args = [sys.executable, "-m", "emodan_ros.emotion_node", "--ros-args", "-r", f"__ns:={namespace}",
-            "-r", "__node:=emotion_node"]
-    for key, value in params.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{key}:={text}"]
-    # cwd "/": from a source checkout, `-m` would import the source tree, which has no built messages
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/",
-                            env=dict(os.environ))
+    params = {"model_path": Path(settings.model or find_default_model()).resolve(), "compressed": compressed,
+              "publish_debug_image": False, **settings.node_params}
+    return NodeProcess(namespace, params)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -791,30 +769,19 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
-def _wait_for_node(node: Any, proc: subprocess.Popen | None, in_topic: str, out_topic: str, timeout: float,
-                   log_lines: list[str]) -> None:
+def _wait_for_node(node: Any, proc: NodeProcess | None, in_topic: str, out_topic: str, timeout: float) -> None:
     def ready() -> bool:
-        if proc is not None and proc.poll() is not None:
+        if proc is not None and proc.exited():
             return True
         return node.count_subscribers(in_topic) > 0 and node.count_publishers(out_topic) > 0
 
     ok = _wait_until(ready, timeout)
-    if proc is not None and proc.poll() is not None:
+    if proc is not None and proc.exited():
         time.sleep(0.2)
-        raise RuntimeError(f"emotion_node exited with code {proc.returncode}:\n{''.join(log_lines)[-3000:]}")
+        raise RuntimeError(f"emotion_node exited with code {proc.process.returncode}:\n{proc.log_tail()}")
     if not ok:
         raise RuntimeError(f"no emotion_node subscribed to {in_topic} within {timeout:.0f} s")
     time.sleep(0.5)  # matched; let the data path settle
-
-
-def _stop_node(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _write_output_bag(path: Path, storage: str, outputs: list[tuple[str, int, Any]], inputs: BagInput,

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from emodan_ros.ros_compat import package_file
+from emodan_ros.node_process import NodeProcess
 
 FRAME_W, FRAME_H = 640, 480
 
@@ -79,17 +77,10 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     from emodan_ros.msg import EmotionStateArray
 
     ns = f"/bench{os.getpid()}"
-    params = ["-p", f"device:={device}", "-p", "allow_random_model:=true"]
+    params: dict[str, Any] = {"device": device, "allow_random_model": True}
     if model:
-        params += ["-p", f"model_path:={model}"]
-    env = dict(os.environ)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(package_file("config/fastdds.xml")))
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
-    node_proc = subprocess.Popen(
-        [sys.executable, "-m", "emodan_ros.emotion_node", "--ros-args", "-r", f"__ns:={ns}", *params, *extra],
-        cwd="/", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: [log.append(line) for line in node_proc.stdout], daemon=True).start()
+        params["model_path"] = Path(model).resolve()
+    node_proc = NodeProcess(ns, params, extra)
 
     rclpy.init()
     node = rclpy.create_node("bench_camera", namespace=ns)
@@ -109,8 +100,8 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (pub.get_subscription_count() and node.count_publishers(f"{ns}/emotions")):
-            if node_proc.poll() is not None:
-                raise RuntimeError("node exited:\n" + "".join(log))
+            if node_proc.exited():
+                raise RuntimeError("node exited:\n" + node_proc.log_tail())
             executor.spin_once(timeout_sec=0.1)
         frame = make_frame(faces)
         template = encode_image(frame, "bgr8", Image)
@@ -137,11 +128,7 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
         _spin_for(executor, 1.0)
         elapsed = time.monotonic() - start
     finally:
-        node_proc.terminate()
-        try:
-            node_proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        node_proc.stop()
         node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
@@ -161,7 +148,7 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
         "node_cpu_percent_of_one_core": round(cpu_pct, 1),
         "node_rss_mib": {"start": round(rss[0], 1), "end": round(rss[-1], 1), "max": round(max(rss), 1)},
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "node_log_tail": "".join(log[-3:]).strip(),
+        "node_log_tail": "".join(node_proc.log[-3:]).strip(),
     }
 
 

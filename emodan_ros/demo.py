@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,9 +21,11 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from emodan_ros.ros_compat import package_file, require_ros
+from emodan_ros.ros_compat import require_ros
 
 require_ros(__name__)
+
+from emodan_ros.node_process import NodeProcess  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
 
@@ -92,19 +92,11 @@ def run(frames: list[np.ndarray], out: Path, model: str, fps: float, node_args: 
     from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
 
     out.mkdir(parents=True, exist_ok=True)
-    profile = package_file("config/fastdds.xml")
-    if profile and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)  # camera-size frames over DDS
     namespace = f"/emodan_demo_{os.getpid()}"
-    params = ["-p", "redetect_every:=1", "-p", "smoothing:=0.0"]
+    params: dict[str, Any] = {"redetect_every": 1, "smoothing": 0.0}
     if model:
-        params += ["-p", f"model_path:={Path(model).resolve()}"]
-    # Started outside the source tree so that Python imports the built package (with its messages).
-    node = subprocess.Popen([sys.executable, "-m", "emodan_ros.emotion_node", "--ros-args", "-r",
-                             f"__ns:={namespace}", *params, *node_args],
-                            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(node.stdout), daemon=True).start()
+        params["model_path"] = Path(model).resolve()
+    node = NodeProcess(namespace, params, node_args)
 
     rclpy.init()
     demo = rclpy.create_node("emodan_demo", namespace=namespace)
@@ -125,8 +117,8 @@ def run(frames: list[np.ndarray], out: Path, model: str, fps: float, node_args: 
     try:
         deadline = time.monotonic() + 90
         while not (camera.get_subscription_count() and demo.count_publishers(f"{namespace}/emotions")):
-            if node.poll() is not None or time.monotonic() > deadline:
-                print("".join(log), file=sys.stderr)
+            if node.exited() or time.monotonic() > deadline:
+                print(node.log_tail(), file=sys.stderr)
                 print("emotion_node did not start (see its log above)", file=sys.stderr)
                 return 1
             executor.spin_once(timeout_sec=0.1)
@@ -154,11 +146,7 @@ def run(frames: list[np.ndarray], out: Path, model: str, fps: float, node_args: 
         print(f"annotated frames (the node's debug_image): {len(debug)} PNG files in {out}/")
         return 0
     finally:
-        node.terminate()
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        node.stop()
         demo.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
