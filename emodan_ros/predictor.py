@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from emodan_ros import geometry
 from emodan_ros.checkpoint import load_model
-from emodan_ros.crop import CROP_SCALE, crop_matrix, to_gray
+from emodan_ros.crop import CROP_SCALE, crop_matrix, invert_affine, to_gray
 from emodan_ros.dan import PRESETS, DANConfig, EmotionalDAN, standardize
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -144,7 +144,7 @@ class Predictor:
         to_image = np.empty((len(boxes), 2, 3))
         for index, box in enumerate(boxes):
             matrix = crop_matrix(box, size, CROP_SCALE)  # frame pixels -> crop pixels
-            to_image[index] = _invert(matrix)
+            to_image[index] = invert_affine(matrix)
             level = _pyramid_level(matrix, min(gray.shape))
             while len(pyramid) <= level:
                 pyramid.append(F.avg_pool2d(pyramid[-1], 2, ceil_mode=True))
@@ -198,15 +198,10 @@ def _at_level(matrix: np.ndarray, level: int) -> np.ndarray:
     return np.hstack([linear, (matrix[:, 2] + matrix[:, :2].sum(axis=1) * 0.5 * (factor - 1))[:, None]])
 
 
-def _invert(matrix: np.ndarray) -> np.ndarray:
-    linear_inv = np.linalg.inv(matrix[:, :2])
-    return np.hstack([linear_inv, -(linear_inv @ matrix[:, 2])[:, None]])
-
-
 def _sample_crop(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
     """Bilinear crop of (1, 1, H, W) ``image`` through the pixel affine ``matrix`` (image -> crop)."""
     height, width = image.shape[-2:]
-    inverse = _invert(matrix)  # crop pixels -> image pixels
+    inverse = invert_affine(matrix)  # crop pixels -> image pixels
     # Crop grid coordinate u_out = (2j + 1) / size - 1; image pixel x -> u_in = (2x + 1) / W - 1.
     out_to_pix = np.array([[size / 2, 0, size / 2 - 0.5], [0, size / 2, size / 2 - 0.5], [0, 0, 1]])
     pix_to_in = np.array([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]])
