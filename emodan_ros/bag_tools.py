@@ -835,7 +835,7 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
                  pred_landmarks_topic: str | None = None, detector: str = "haar", detector_model: str = "",
                  detector_max_side: int = 320, pipeline_settings: dict[str, Any] | None = None,
                  live: LiveSettings | None = None, saliency_per_class: int = 2, predictor: Any = None,
-                 ) -> dict[str, Any]:
+                 flip_average: bool = False) -> dict[str, Any]:
     """Score the node on a bag; writes metrics.json, predictions.csv, report.md (+ plots) into ``out``."""
     from .report import pick_examples, write_report
 
@@ -854,7 +854,8 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
             from .evaluate import find_default_model
             from .predictor import Predictor
 
-            predictor = Predictor.from_checkpoint(model or find_default_model(), device=device, precision=precision)
+            predictor = Predictor.from_checkpoint(model or find_default_model(), device=device, precision=precision,
+                                                  flip_average=flip_average)
         from .evaluate import make_eval_detector
         from .pipeline import EmotionPipeline
 
@@ -871,7 +872,7 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
 
             settings.model = settings.model or model or str(find_default_model())
         settings.node_params = {"detector": detector, "detector_max_side": detector_max_side,
-                                "device": device, "precision": precision,
+                                "device": device, "precision": precision, "flip_average": flip_average,
                                 **({"detector_model_path": detector_model} if detector_model else {}),
                                 **pipeline_settings, **settings.node_params}
         frames, names, sent_stamps, live_info = run_live(bag, inputs, settings, out_dir, status)
@@ -991,7 +992,7 @@ def main(args: Any) -> int:
                            pred_landmarks_topic=args.pred_landmarks_topic, detector=args.detector,
                            detector_model=args.detector_model, detector_max_side=args.detector_max_side,
                            pipeline_settings=pipeline_settings, live=live,
-                           saliency_per_class=args.saliency_per_class)
+                           saliency_per_class=args.saliency_per_class, flip_average=args.flip_average)
     summary = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "detection_rate")}
     summary["label_flips_per_second"] = metrics["stability"]["label_flips_per_second"]
     summary.update({k: v for k, v in metrics.get("timing", {}).items() if k in ("latency_ms", "output_rate_hz",

@@ -12,6 +12,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint (.pt); default: the package's default model")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--flip-average", action="store_true",
+                        help="average each face with its mirror image (the node's flip_average parameter)")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="CPU threads for PyTorch (0: PyTorch's default); on a busy CPU 1 can be much faster")
     parser.add_argument("--restrict-to-dataset-classes", action="store_true",

@@ -88,6 +88,9 @@ PARAMS: dict[str, ParamSpec] = {
                         read_only=True, choices=DEVICES),
     "precision": ParamSpec("auto", "Inference precision: auto (fp16 on CUDA, bf16 on CPU when faster), "
                            "fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
+    "flip_average": ParamSpec(False, "Also run each face mirrored and average both answers: steadier "
+                              "emotions and landmarks (landmark error -5% relative) for twice the network "
+                              "time per face.", read_only=True),
     "torch_threads": ParamSpec(1, "CPU threads for PyTorch (0 = PyTorch's default, all cores). One thread "
                                "is the default: the per-frame batch is small, and on a CPU shared with other "
                                "nodes a second thread made inference up to 50x slower here.", read_only=True,
@@ -143,19 +146,20 @@ def default_model_path() -> Path | None:
     return package_file(f"models/{DEFAULT_MODEL_NAME}")
 
 
-def load_predictor(model_path: str, allow_random: bool, device: str, precision: str) -> Any:
+def load_predictor(model_path: str, allow_random: bool, device: str, precision: str,
+                   flip_average: bool = False) -> Any:
     """Predictor from the given path, else the package default, else (only if allowed) random weights."""
     from .predictor import Predictor
 
     if model_path:
         if not Path(model_path).is_file():
             raise ModelNotFoundError(f"model_path {model_path!r} does not exist")
-        return Predictor.from_checkpoint(model_path, device=device, precision=precision)
+        return Predictor.from_checkpoint(model_path, device=device, precision=precision, flip_average=flip_average)
     found = default_model_path()
     if found is not None:
-        return Predictor.from_checkpoint(found, device=device, precision=precision)
+        return Predictor.from_checkpoint(found, device=device, precision=precision, flip_average=flip_average)
     if allow_random:
-        return Predictor.random(device=device, precision=precision)
+        return Predictor.random(device=device, precision=precision, flip_average=flip_average)
     raise ModelNotFoundError(
         "no model: set the parameter model_path to a checkpoint (.pt), or install the package's default "
         f"model ({DEFAULT_MODEL_NAME} in share/emodan_ros/models or the repository's models/); "
@@ -195,7 +199,7 @@ class EmotionNode(Node):
 
             torch.set_num_threads(int(p["torch_threads"]))
         self.predictor = predictor if predictor is not None else load_predictor(
-            p["model_path"], p["allow_random_model"], p["device"], p["precision"])
+            p["model_path"], p["allow_random_model"], p["device"], p["precision"], p["flip_average"])
         detector = make_detector(p["detector"], max_side=p["detector_max_side"],
                                  model_path=p["detector_model_path"],
                                  min_face_fraction=p["detector_min_face_fraction"])

@@ -266,7 +266,9 @@ def run_crops(predictor: Any, dataset: Any, limit: int | None = None, batch_size
         else:
             boxes = np.stack([box_for_full_crop(s.image.shape[1], s.image.shape[0]) for _, s in batch])
             out = predictor.predict_crops(images)
-            flipped = predictor.predict_crops(np.ascontiguousarray(images[:, :, ::-1])).probs
+            flipped = None
+            if not getattr(predictor, "flip_average", False):  # averaged answers agree by construction
+                flipped = predictor.predict_crops(np.ascontiguousarray(images[:, :, ::-1])).probs
         for k, (_, sample) in enumerate(batch):
             name, true = _true_of(sample, dataset_classes, mapping)
             records.append(Record(key=sample.path, true_name=name, true=true, probs=out.probs[k],
@@ -315,7 +317,8 @@ def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str =
              restrict: bool = False, usage: str | None = None, detector: str = "haar",
              detector_model: str = "", detector_max_side: int = 320, device: str = "auto",
              precision: str = "auto", batch_size: int = 64, limit: int | None = None,
-             saliency_per_class: int = 2, pts_offset: float = 0.0, predictor: Any = None) -> dict[str, Any]:
+             saliency_per_class: int = 2, pts_offset: float = 0.0, predictor: Any = None,
+             flip_average: bool = False) -> dict[str, Any]:
     """Run the evaluation and write metrics.json, predictions.csv, report.md and plots into ``out``."""
     from .report import write_report
 
@@ -325,7 +328,8 @@ def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str =
         from .predictor import Predictor
 
         model_path = Path(model) if model else find_default_model()
-        predictor = Predictor.from_checkpoint(model_path, device=device, precision=precision)
+        predictor = Predictor.from_checkpoint(model_path, device=device, precision=precision,
+                                              flip_average=flip_average)
     dataset = load_dataset(data, fmt, usage=usage, pts_offset=pts_offset)
     if len(dataset) == 0:
         raise ValueError(f"{data}: no readable {fmt} samples")
@@ -349,6 +353,7 @@ def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str =
     metrics.update({
         "input": input_kind, "format": fmt, "data": str(data),
         "model": str(getattr(predictor, "source", "")), "model_classes": list(predictor.class_names),
+        "flip_average": bool(getattr(predictor, "flip_average", False)),
         "dataset_classes": list(dataset_classes),
         "n_unreadable": len(dataset.bad_files), "unreadable": list(dataset.bad_files[:100]),
     })
@@ -375,7 +380,8 @@ def main(args: Any) -> int:
                        restrict=args.restrict_to_dataset_classes, usage=args.usage, detector=args.detector,
                        detector_model=args.detector_model, detector_max_side=args.detector_max_side,
                        device=args.device, precision=args.precision, batch_size=args.batch_size,
-                       limit=args.limit, saliency_per_class=args.saliency_per_class, pts_offset=args.pts_offset)
+                       limit=args.limit, saliency_per_class=args.saliency_per_class, pts_offset=args.pts_offset,
+                       flip_average=args.flip_average)
     print(json.dumps({k: json_safe(metrics[k]) for k in ("n", "accuracy", "macro_f1", "detection_rate",
                                                          "n_unknown_class", "n_unreadable") if k in metrics}))
     print(f"report: {Path(args.out) / 'report.md'}")

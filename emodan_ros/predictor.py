@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from emodan_ros import geometry
 from emodan_ros.checkpoint import load_model
-from emodan_ros.crop import CROP_SCALE, crop_matrix, invert_affine, to_gray
+from emodan_ros.crop import CROP_SCALE, FLIP_INDEX, apply_affine, crop_matrix, invert_affine, to_gray
 from emodan_ros.dan import PRESETS, DANConfig, EmotionalDAN, standardize
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -65,11 +65,12 @@ class Predictor:
     """A loaded model on a device with a precision, turning (frame, boxes) into landmarks and emotions."""
 
     def __init__(self, model: EmotionalDAN, device: str = "auto", precision: str = "auto",
-                 source: str = "") -> None:
+                 source: str = "", flip_average: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = resolve_device(device)
         self.source = source
+        self.flip_average = flip_average
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -79,16 +80,18 @@ class Predictor:
         self.precision = self._choose_precision(precision)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Predictor:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
+                        flip_average: bool = False) -> Predictor:
         model, _ = load_model(path)
-        return cls(model, device, precision, source=str(path))
+        return cls(model, device, precision, source=str(path), flip_average=flip_average)
 
     @classmethod
     def random(cls, config: DANConfig | None = None, device: str = "cpu", precision: str = "fp32",
-               seed: int = 0) -> Predictor:
+               seed: int = 0, flip_average: bool = False) -> Predictor:
         """An untrained model of the given (default: CPU preset) size, for plumbing tests and benchmarks."""
         torch.manual_seed(seed)
-        return cls(EmotionalDAN(config or PRESETS["cpu"]), device, precision, source="random (untrained)")
+        return cls(EmotionalDAN(config or PRESETS["cpu"]), device, precision, source="random (untrained)",
+                   flip_average=flip_average)
 
     def _choose_precision(self, precision: str) -> str:
         if precision == "fp16" and self.device.type != "cuda":
@@ -114,16 +117,30 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Grey crops (B, 1, S, S) in 0..255 on the device -> unit landmarks, probabilities, quality."""
+        """Grey crops (B, 1, S, S) in 0..255 on the device -> unit landmarks, probabilities, quality.
+
+        With ``flip_average`` the mirrored crops run in the same batch and both answers are averaged
+        (mirrored landmarks re-indexed left/right): twice the network work for steadier outputs.
+        """
         x = standardize(crops)
+        if self.flip_average:
+            x = torch.cat([x, x.flip(-1)])
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             output = self.model(x)
+        landmarks = output.final_landmarks.float()
         probs = F.softmax(output.final_logits.float(), dim=-1)
         quality = landmark_quality(output.landmarks, self.model.mean_shape)
-        return output.final_landmarks.float(), probs, quality
+        if self.flip_average:
+            count = len(crops)
+            mirrored = landmarks[count:, torch.from_numpy(FLIP_INDEX).to(landmarks.device)]
+            mirrored[..., 0] = 1.0 - mirrored[..., 0]  # unit coordinates: pixel j -> S - 1 - j
+            landmarks = (landmarks[:count] + mirrored) / 2
+            probs = (probs[:count] + probs[count:]) / 2
+            quality = (quality[:count] + quality[count:]) / 2
+        return landmarks, probs, quality
 
     def predict(self, image_bgr: np.ndarray, boxes: np.ndarray) -> Prediction:
         """Faces given by boxes (N, 4) xyxy in a BGR/grey frame -> per-face landmarks in frame pixels."""
@@ -138,17 +155,13 @@ class Predictor:
     def _prepare(self, image_bgr: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Grey crops (N, 1, S, S) cut on the device, and the crop->frame matrices (N, 2, 3)."""
         size = self.input_size
-        gray = torch.from_numpy(np.ascontiguousarray(to_gray(image_bgr))).to(self.device)
-        pyramid = [gray.float()[None, None]]
+        gray = torch.from_numpy(np.ascontiguousarray(to_gray(image_bgr))).to(self.device).float()[None, None]
         crops = torch.empty(len(boxes), 1, size, size, device=self.device)
         to_image = np.empty((len(boxes), 2, 3))
         for index, box in enumerate(boxes):
             matrix = crop_matrix(box, size, CROP_SCALE)  # frame pixels -> crop pixels
             to_image[index] = invert_affine(matrix)
-            level = _pyramid_level(matrix, min(gray.shape))
-            while len(pyramid) <= level:
-                pyramid.append(F.avg_pool2d(pyramid[-1], 2, ceil_mode=True))
-            crops[index] = _sample_crop(pyramid[level], _at_level(matrix, level), size)[0]
+            crops[index] = cut_crop(gray, matrix, size)[0]
         return crops, to_image
 
     def _finish(self, crops: torch.Tensor, to_image: np.ndarray) -> Prediction:
@@ -178,24 +191,45 @@ class Predictor:
         return Prediction(pixels.astype(np.float32), probs.cpu().numpy(), quality.cpu().numpy())
 
 
-def _pyramid_level(matrix: np.ndarray, min_side: int) -> int:
-    """Half-resolution level to sample from so that a crop never shrinks the face by 2x or more.
+def cut_crop(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
+    """The crop of :func:`emodan_ros.crop.make_crop` for a (1, 1, H, W) float image, on its device.
 
-    Bilinear sampling aliases when it skips pixels; averaging 2x2 blocks first keeps small crops of
-    big faces smooth, as ``cv2.INTER_AREA`` does for the training crops.
+    Training shrinks a big face's image with area averaging until the warp zooms by exactly 1/2,
+    then warps bilinearly; the network learnt that sharpness, so the node does the same, computing
+    only the shrunken pixels the crop reads. (The blurrier crop used before cost 0.3 points of NME.)
     """
     zoom = float(np.hypot(matrix[0, 0], matrix[0, 1]))
     if zoom >= 0.5:
-        return 0
-    level = int(np.floor(np.log2(1.0 / zoom)))
-    return max(0, min(level, int(np.log2(max(min_side, 1))) - 2))
+        return _sample_crop(image, matrix, size)
+    factor = 2.0 * zoom
+    height, width = image.shape[-2:]
+    corners = apply_affine(invert_affine(matrix), np.array([[-1.0, -1.0], [size, -1.0], [-1.0, size], [size, size]]))
+    low, high = (corners.min(axis=0) + 0.5) * factor - 0.5, (corners.max(axis=0) + 0.5) * factor - 0.5
+    rows, y0, y1, first_row = _area_weights(low[1], high[1], height, factor, image.device)
+    cols, x0, x1, first_col = _area_weights(low[0], high[0], width, factor, image.device)
+    region = rows @ image[..., y0:y1, x0:x1] @ cols.T
+    # region pixel r -> shrunken pixel r + first -> frame pixel (r + first + 0.5) / factor - 0.5
+    linear = matrix[:, :2] / factor
+    offset = matrix[:, :2] @ ((np.array([first_col, first_row]) + 0.5) / factor - 0.5) + matrix[:, 2]
+    return _sample_crop(region, np.hstack([linear, offset[:, None]]), size)
 
 
-def _at_level(matrix: np.ndarray, level: int) -> np.ndarray:
-    """The image->crop matrix for pixels of pyramid ``level`` (x0 = 2^L (xL + 0.5) - 0.5)."""
-    factor = 2.0**level
-    linear = matrix[:, :2] * factor
-    return np.hstack([linear, (matrix[:, 2] + matrix[:, :2].sum(axis=1) * 0.5 * (factor - 1))[:, None]])
+def _area_weights(low: float, high: float, length: int, factor: float,
+                  device: torch.device) -> tuple[torch.Tensor, int, int, int]:
+    """OpenCV INTER_AREA by ``factor`` along one axis, for the shrunken pixels that cover [low, high].
+
+    Returns the weights (shrunken pixels x source pixels), the source range [j0, j1) they read and
+    the index of the first shrunken pixel.
+    """
+    total = max(1, round(length * factor))
+    first = int(np.clip(np.floor(low) - 2, 0, total - 1))
+    last = int(np.clip(np.ceil(high) + 3, first + 1, total))
+    j0, j1 = int(np.floor(first / factor)), min(length, int(np.ceil(last / factor)) + 1)
+    start = np.arange(first, last)[:, None] / factor
+    pixel = np.arange(j0, j1)[None, :]
+    overlap = (np.minimum(start + 1.0 / factor, np.minimum(pixel + 1, length)) - np.maximum(start, pixel)).clip(0.0)
+    weights = overlap / overlap.sum(axis=1, keepdims=True).clip(1e-12)
+    return torch.tensor(weights, dtype=torch.float32, device=device), j0, j1, first
 
 
 def _sample_crop(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:

@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     max_batches: int = 0  # per epoch, 0 = all (for smoke tests)
     resume: str = ""
+    init: str = ""  # fine-tune: start from this checkpoint's weights with a fresh optimiser and schedule
 
     @classmethod
     def from_sources(cls, path: str | None, overrides: Sequence[str]) -> TrainConfig:
@@ -101,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"stagewise training needs one epoch count per stage ({stages})")
         if not self.ferplus_train and not self.landmark_dirs:
             raise ValueError("give ferplus_train and/or landmark_dirs")
+        if self.init and self.resume:
+            raise ValueError("give init (fine-tune) or resume (continue a run), not both")
         LossConfig(self.alpha, self.beta, self.scheme, self.label_smoothing)
 
     def model_config(self) -> DANConfig:
@@ -273,6 +276,8 @@ class Trainer:
         c = self.config
         if c.resume:
             self._resume(c.resume)
+        elif c.init:
+            self._initialise(c.init)
         loader_kwargs = dict(batch_size=c.batch_size, num_workers=c.workers, drop_last=True,
                              persistent_workers=c.workers > 0)
         loader = DataLoader(self.train_set, shuffle=False, **loader_kwargs)
@@ -400,6 +405,15 @@ class Trainer:
         if "val_nme_inter_ocular" in record:
             parts.append(f"NME io {100 * record['val_nme_inter_ocular']:.2f}%")
         tqdm.write(" | ".join(parts))
+
+    def _initialise(self, path: str) -> None:
+        """Fine-tuning: the weights of another run (same architecture), nothing of its schedule."""
+        payload = read_checkpoint(path)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as error:
+            raise CheckpointError(f"{path} does not fit the configured model: {error}") from error
 
     def _resume(self, path: str) -> None:
         """Continue an interrupted run from its last.pt: weights, optimiser, schedule position, history."""

@@ -163,6 +163,22 @@ def test_flip_agreement_is_measured_on_crops(tmp_path: Path) -> None:
     assert metrics["flip_agreement"] == 1.0  # a symmetric face is its own mirror image
 
 
+def test_eval_with_flip_average_scores_the_averaged_answer(tmp_path: Path) -> None:
+    model = tiny_checkpoint(tmp_path / "m.pt")
+    data = _dataset(tmp_path / "data")
+    from emodan_ros.cli import main
+
+    assert main(["eval", "--model", str(model), "--data", str(data), "--format", "imagefolder", "--out",
+                 str(tmp_path / "avg"), "--precision", "fp32", "--saliency-per-class", "0", "--flip-average"]) == 0
+    metrics = json.loads((tmp_path / "avg" / "metrics.json").read_text())
+    assert metrics["flip_average"] is True and "flip_agreement" not in metrics
+    rows = list(csv.DictReader(open(tmp_path / "avg" / "predictions.csv")))
+    predictor = Predictor.from_checkpoint(model, device="cpu", precision="fp32", flip_average=True)
+    first = cv2.imread(rows[0]["path"], cv2.IMREAD_GRAYSCALE)
+    expected = predictor.predict_crops(first[None]).probs[0]
+    assert np.allclose([float(rows[0][f"p_{c}"]) for c in FERPLUS_CLASSES], expected, atol=1e-3)
+
+
 def test_landmark_datasets_are_cropped_from_the_true_landmark_box(tmp_path: Path) -> None:
     root = tmp_path / "pts"
     root.mkdir()

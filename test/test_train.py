@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emodan_ros.checkpoint import load_model, read_checkpoint
+from emodan_ros.checkpoint import CheckpointError, load_model, read_checkpoint
 from emodan_ros.dan import default_mean_shape
 from emodan_ros.train import TrainConfig, Trainer, train
 
@@ -124,3 +124,37 @@ def test_same_seed_gives_the_same_model(tmp_path: Path, data: dict[str, str]) ->
     a = read_checkpoint(tmp_path / "a" / "run" / "last.pt")["state_dict"]
     b = read_checkpoint(tmp_path / "b" / "run" / "last.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_fine_tunes_from_another_runs_weights(tmp_path: Path, data: dict[str, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    train(config(tmp_path / "base", data, "epochs=[1]"))
+    base = read_checkpoint(tmp_path / "base" / "run" / "last.pt")["state_dict"]
+    loaded: dict[str, torch.Tensor] = {}
+    original_run = Trainer.run
+
+    def capture_then_run(self: Trainer) -> dict:
+        original_init = self._initialise
+
+        def initialise(path: str) -> None:
+            original_init(path)
+            loaded.update({k: v.clone() for k, v in self.model.state_dict().items()})
+
+        self._initialise = initialise
+        return original_run(self)
+
+    monkeypatch.setattr(Trainer, "run", capture_then_run)
+    train(config(tmp_path / "tuned", data, "epochs=[1]", f"init={tmp_path / 'base' / 'run' / 'last.pt'}"))
+    assert all(torch.equal(loaded[k], base[k].float() if base[k].is_floating_point() else base[k]) for k in base)
+    tuned = read_checkpoint(tmp_path / "tuned" / "run" / "last.pt")
+    assert [record["epoch"] for record in tuned["history"]] == [1]  # a fresh schedule, not a continuation
+    assert any(not torch.equal(tuned["state_dict"][k], base[k]) for k in base)
+
+
+def test_init_rejects_another_architecture_and_resume_together(tmp_path: Path, data: dict[str, str]) -> None:
+    train(config(tmp_path / "base", data, "epochs=[1]"))
+    checkpoint = tmp_path / "base" / "run" / "last.pt"
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(config(tmp_path / "wide", data, "epochs=[1]", "model.width=0.25", f"init={checkpoint}"))
+    with pytest.raises(ValueError, match="not both"):
+        config(tmp_path, data, f"init={checkpoint}", f"resume={checkpoint}")
