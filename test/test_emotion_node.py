@@ -250,13 +250,21 @@ def test_faces_per_frame_are_capped(raw: Harness) -> None:
         raw.node.set_parameters([Parameter("max_faces", value=8)])
 
 
+def _idle(node: Any) -> bool:
+    """Every received frame is accounted for (its counter is bumped after the frame's messages go out)."""
+    c = node.counts
+    return c["received"] == c["processed"] + c["dropped"] + c["bad_frames"] + c["errors"]
+
+
 def test_newest_frame_only_drops_frames_that_wait(raw: Harness) -> None:
+    assert raw.spin(lambda: _idle(raw.node))
     before = dict(raw.node.counts)
     for k in range(8):  # frames arrive faster than the model runs (no sleep between them)
         raw.pub.publish(image_msg(astronaut_bgr(), (800 + k, 0)))
         assert raw.spin(lambda: raw.node.counts["received"] - before["received"] == k + 1)
     # every frame is either processed or dropped, never queued: the last one always comes out
     assert raw.spin(lambda: any(m.header.stamp.sec == 807 for m in raw.emotions))
+    assert raw.spin(lambda: _idle(raw.node))
     done = raw.node.counts["processed"] - before["processed"]
     dropped = raw.node.counts["dropped"] - before["dropped"]
     assert dropped >= 1 and done + dropped == 8
@@ -309,6 +317,24 @@ def test_no_model_refuses_to_start_unless_random_is_allowed(monkeypatch: pytest.
         emotion_node.load_predictor(str(tmp_path / "missing.pt"), True, "cpu", "fp32")
     predictor = emotion_node.load_predictor("", True, "auto", "auto")
     assert "random" in predictor.source
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_the_model_is_loaded_with_the_flip_average_parameter(rclpy_context: Any, tmp_path, flip: bool) -> None:
+    from emodan_ros.checkpoint import save_checkpoint
+    from emodan_ros.dan import DANConfig, EmotionalDAN
+    from emodan_ros.emotion_node import EmotionNode
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, EmotionalDAN(DANConfig(input_size=32, width=0.125, convs_per_block=1, fc_size=32)))
+    overrides = [Parameter("model_path", value=str(checkpoint)), Parameter("flip_average", value=flip),
+                 Parameter("precision", value="fp32")]
+    node = EmotionNode("flip", context=rclpy_context, parameter_overrides=overrides,
+                       namespace=f"/t{os.getpid()}_flip_{flip}")
+    try:
+        assert node.predictor.flip_average is flip and node.predictor.source == str(checkpoint)
+    finally:
+        node.destroy_node()
 
 
 def _start(args: list[str]) -> subprocess.Popen:

@@ -158,3 +158,14 @@ def test_init_rejects_another_architecture_and_resume_together(tmp_path: Path, d
         train(config(tmp_path / "wide", data, "epochs=[1]", "model.width=0.25", f"init={checkpoint}"))
     with pytest.raises(ValueError, match="not both"):
         config(tmp_path, data, f"init={checkpoint}", f"resume={checkpoint}")
+
+
+def test_the_shipped_models_recipe_is_a_valid_chain_of_configs() -> None:
+    """train_cpu.yaml, then each fine-tuning step starts from the previous step's best checkpoint."""
+    root = Path(__file__).resolve().parents[1] / "config"
+    steps = [TrainConfig.from_sources(str(root / name), [])
+             for name in ("train_cpu.yaml", "finetune_cpu_1.yaml", "finetune_cpu_2.yaml", "finetune_cpu_3.yaml")]
+    assert not steps[0].init
+    for previous, step in zip(steps, steps[1:]):
+        assert Path(step.init) == Path(previous.out) / "best.pt"
+        assert step.model_config() == previous.model_config()
