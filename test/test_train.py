@@ -164,7 +164,8 @@ def test_the_shipped_models_recipe_is_a_valid_chain_of_configs() -> None:
     """train_cpu.yaml, then each fine-tuning step starts from the previous step's best checkpoint."""
     root = Path(__file__).resolve().parents[1] / "config"
     steps = [TrainConfig.from_sources(str(root / name), [])
-             for name in ("train_cpu.yaml", "finetune_cpu_1.yaml", "finetune_cpu_2.yaml", "finetune_cpu_3.yaml")]
+             for name in ("train_cpu.yaml", "finetune_cpu_1.yaml", "finetune_cpu_2.yaml", "finetune_cpu_3.yaml",
+                          "finetune_cpu_4.yaml")]
     assert not steps[0].init
     for previous, step in zip(steps, steps[1:]):
         assert Path(step.init) == Path(previous.out) / "best.pt"
