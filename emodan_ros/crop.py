@@ -97,6 +97,7 @@ class Augmentation:
     flip: bool = True
     brightness: float = 0.25  # additive, fraction of 255
     contrast: float = 0.25  # multiplicative, relative
+    low_resolution: float = 0.0  # probability of shrinking the crop to 35-100% and back (soft, camera-like faces)
 
 
 NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, 0.0, 0.0)
@@ -136,6 +137,12 @@ def make_crop(
     matrix = crop_matrix(jittered, out_size, scale, rotation, flip)
     crop = cv2.warpAffine(gray, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
+    if augment.low_resolution and rng.random() < augment.low_resolution:
+        # FER faces are soft 48 px web images, 300-W crops are sharp photos: mixing resolutions keeps
+        # the emotion head from keying on sharpness.
+        small = max(8, int(round(out_size * rng.uniform(0.35, 1.0))))
+        crop = cv2.resize(cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA), (out_size, out_size),
+                          interpolation=cv2.INTER_LINEAR)
     if augment.brightness or augment.contrast:
         gain = 1.0 + rng.uniform(-augment.contrast, augment.contrast)
         bias = rng.uniform(-augment.brightness, augment.brightness) * 255.0

@@ -119,3 +119,25 @@ def test_flip_index_is_an_involution_swapping_eye_corners() -> None:
     assert sorted(FLIP_INDEX.tolist()) == list(range(68))
     assert np.array_equal(FLIP_INDEX[FLIP_INDEX], np.arange(68))
     assert FLIP_INDEX[36] == 45 and FLIP_INDEX[48] == 54 and FLIP_INDEX[0] == 16 and FLIP_INDEX[30] == 30
+
+
+def test_low_resolution_augmentation_softens_the_crop_and_keeps_the_landmarks() -> None:
+    from dataclasses import replace
+
+    import cv2
+
+    from emodan_ros.crop import NO_AUGMENTATION
+
+    def detail(crop: np.ndarray) -> float:
+        return float(cv2.Laplacian(crop.astype(np.float32), cv2.CV_32F).var())
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (200, 200), dtype=np.uint8)  # full of fine detail
+    points = rng.uniform(60, 140, (68, 2))
+    box = np.array([50.0, 50.0, 150.0, 150.0])
+    sharp, sharp_points = make_crop(image, box, 48, points, NO_AUGMENTATION, np.random.default_rng(0))
+    soft_augment = replace(NO_AUGMENTATION, low_resolution=1.0)
+    soft, soft_points = make_crop(image, box, 48, points, soft_augment, np.random.default_rng(0))
+    assert detail(soft) < 0.8 * detail(sharp)
+    assert np.allclose(soft_points, sharp_points)
+    assert abs(float(soft.mean()) - float(sharp.mean())) < 3  # same face, only softer
