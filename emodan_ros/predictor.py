@@ -71,6 +71,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.source = source
         self.flip_average = flip_average
+        self._mirror_index = torch.from_numpy(FLIP_INDEX).to(self.device)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -135,7 +136,7 @@ class Predictor:
         quality = landmark_quality(output.landmarks, self.model.mean_shape)
         if self.flip_average:
             count = len(crops)
-            mirrored = landmarks[count:, torch.from_numpy(FLIP_INDEX).to(landmarks.device)]
+            mirrored = landmarks[count:, self._mirror_index]
             mirrored[..., 0] = 1.0 - mirrored[..., 0]  # unit coordinates: pixel j -> S - 1 - j
             landmarks = (landmarks[:count] + mirrored) / 2
             probs = (probs[:count] + probs[count:]) / 2

@@ -409,9 +409,8 @@ class Trainer:
     def _initialise(self, path: str) -> None:
         """Fine-tuning: the weights of another run (same architecture), nothing of its schedule."""
         payload = read_checkpoint(path)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         try:
-            self.model.load_state_dict(state)
+            self.model.load_state_dict(_fp32_state(payload))
         except RuntimeError as error:
             raise CheckpointError(f"{path} does not fit the configured model: {error}") from error
 
@@ -420,8 +419,7 @@ class Trainer:
         payload = read_checkpoint(path)
         if "optimizer" not in payload:
             raise CheckpointError(f"{path} holds no optimiser state: resume from a run's last.pt")
-        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-        self.model.load_state_dict(state)
+        self.model.load_state_dict(_fp32_state(payload))
         self.history = list(payload.get("history", []))
         self.best_score = float(payload.get("best_score", -math.inf))
         phase, epoch = int(payload["phase"]), int(payload["epoch"])
@@ -429,6 +427,11 @@ class Trainer:
         self.start_phase, self.start_epoch = (phase, epoch) if epoch < epochs else (phase + 1, 0)
         self._resume_state = payload if epoch < epochs else None
         self._rng_state = payload["rng"]
+
+
+def _fp32_state(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights in fp32 (exported checkpoints store fp16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
