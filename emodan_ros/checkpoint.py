@@ -7,12 +7,12 @@ import pickle
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from emodan_ros import __version__
-from emodan_ros.crop import CROP_SCALE
+from emodan_ros.crop import CROP_SCALE, CROP_SHIFT
 from emodan_ros.dan import DANConfig, EmotionalDAN
 
 FORMAT = "emodan_ros/checkpoint"
@@ -51,7 +51,8 @@ def save_checkpoint(path: str | Path, model: EmotionalDAN, *, half: bool = False
         "config": model.config.to_dict(),
         "state_dict": state,
         "mean_shape": model.mean_shape.detach().cpu().tolist(),
-        "crop": {"scale": CROP_SCALE, "convention": "square of scale * max side of the landmark box"},
+        "crop": {"scale": CROP_SCALE, "shift": CROP_SHIFT,
+                 "convention": "square of scale * max side of the landmark box, centre moved by shift * side in y"},
         "normalization": NORMALIZATION,
         "code_version": code_version(),
         **extra,
@@ -63,8 +64,11 @@ def save_checkpoint(path: str | Path, model: EmotionalDAN, *, half: bool = False
     tmp.replace(path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and validate a checkpoint's contents without building the model."""
+def read_checkpoint(path: str | Path, check_crop: bool = True) -> dict[str, Any]:
+    """Load and validate a checkpoint's contents without building the model.
+
+    ``check_crop=False`` is for fine-tuning, which may move weights to this code's crop convention.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no model checkpoint at {path}")
@@ -81,9 +85,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {payload['format_version']}, newer than this "
                               f"emodan_ros ({FORMAT_VERSION}): upgrade the package")
-    if abs(float(payload["crop"].get("scale", -1)) - CROP_SCALE) > 1e-6:
-        raise CheckpointError(f"{path} was trained with crop scale {payload['crop'].get('scale')}, "
-                              f"this code crops at {CROP_SCALE}")
+    # Checkpoints from before the shift was measured cropped centred on the box (shift 0).
+    scale, shift = float(payload["crop"].get("scale", -1)), float(payload["crop"].get("shift", 0.0))
+    if check_crop and (abs(scale - CROP_SCALE) > 1e-6 or abs(shift - CROP_SHIFT) > 1e-6):
+        raise CheckpointError(f"{path} was trained on crops of scale {scale} and shift {shift}; this code crops "
+                              f"at scale {CROP_SCALE} and shift {CROP_SHIFT}: retrain or fine-tune it (init=)")
     return payload
 
 
@@ -116,4 +122,29 @@ def export_checkpoint(source: str | Path, target: str | Path, half: bool = True)
     keep["exported_from"] = {"path": str(source), "code_version": payload.get("code_version"),
                              "storage": "fp16" if half else "fp32"}
     save_checkpoint(target, model, half=half, **keep)
+    return Path(target)
+
+
+def average_checkpoints(sources: Sequence[str | Path], target: str | Path) -> Path:
+    """Uniform weight average (a "model soup", Wortsman et al. 2022) of fine-tunings of one model.
+
+    Fine-tunings that start from the same weights stay close enough for their mean to be a model
+    too, usually better than each; runs from different starts do not average. Checkpoints of
+    another configuration or mean shape (other landmark data or crop convention) are refused.
+    """
+    if len(sources) < 2:
+        raise ValueError("averaging needs at least two checkpoints")
+    loaded = [load_model(path) for path in sources]
+    first, first_payload = loaded[0]
+    for path, (model, payload) in zip(sources[1:], loaded[1:]):
+        if payload["config"] != first_payload["config"]:
+            raise CheckpointError(f"{path} has another network configuration than {sources[0]}")
+        if not torch.equal(model.mean_shape, first.mean_shape):
+            raise CheckpointError(f"{path} has another mean shape than {sources[0]} (other landmark data or crop)")
+    states = [model.state_dict() for model, _ in loaded]
+    first.load_state_dict({k: sum(state[k] for state in states) / len(states) if v.is_floating_point() else v
+                           for k, v in states[0].items()})
+    record = [{"path": str(path), "metrics": payload.get("metrics"), "train_config": payload.get("train_config")}
+              for path, (_, payload) in zip(sources, loaded)]
+    save_checkpoint(target, first, averaged_from=record, data=first_payload.get("data", {}))
     return Path(target)

@@ -24,6 +24,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    from emodan_ros.checkpoint import average_checkpoints
+
+    path = average_checkpoints(args.checkpoints, args.out)
+    print(f"wrote {path}: the mean of {len(args.checkpoints)} checkpoints' weights")
+    return 0
+
+
 def _model_bench(args: argparse.Namespace) -> int:
     from emodan_ros.model_bench import main as bench_main
 
@@ -63,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out")
     export.add_argument("--fp32", action="store_true", help="keep fp32 weights")
     export.set_defaults(func=_export)
+
+    average = commands.add_parser("average", help="weight average of fine-tunings of one model (a model soup)")
+    average.add_argument("out")
+    average.add_argument("checkpoints", nargs="+")
+    average.set_defaults(func=_average)
 
     bench = commands.add_parser("model-bench", help="parameters, GMACs and CPU latency per face of model sizes")
     bench.add_argument("--presets", nargs="+", default=["cpu", "dan112", "paper224"])

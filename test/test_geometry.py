@@ -84,13 +84,27 @@ def test_inter_ocular_distance_uses_eye_centres() -> None:
     assert float(geometry.inter_ocular_distance(points)) == pytest.approx(math.hypot(30, 4))
 
 
-def test_crop_matrix_centres_the_box_and_scales_it() -> None:
+def test_crop_matrix_centres_the_shifted_box_and_scales_it() -> None:
     box = np.array([100.0, 50.0, 180.0, 150.0])  # 80 x 100
-    matrix = crop_matrix(box, 50, scale=1.25)
-    centre = apply_affine(matrix, np.array([140.0, 100.0]))
-    assert np.allclose(centre, [24.5, 24.5])
+    matrix = crop_matrix(box, 50, scale=1.25, shift=-0.1)
+    # The crop centre is the box centre moved up by 0.1 box sides (10 px): FER's framing keeps the forehead.
+    assert np.allclose(apply_affine(matrix, np.array([140.0, 90.0])), [24.5, 24.5])
+    assert np.allclose(apply_affine(matrix, np.array([140.0, 100.0])), [24.5, 24.5 + 10 * 50 / 125])
     assert np.allclose(matrix[:, :2], np.eye(2) * 50 / 125)
-    assert np.allclose(apply_affine(invert_affine(matrix), centre), [140, 100])
+    assert np.allclose(apply_affine(invert_affine(matrix), [24.5, 24.5]), [140, 90])
+    centred = crop_matrix(box, 50, scale=1.25, shift=0.0)
+    assert np.allclose(apply_affine(centred, np.array([140.0, 100.0])), [24.5, 24.5])
+
+
+def test_default_crop_puts_the_landmark_box_where_fer_faces_have_it() -> None:
+    from emodan_ros.crop import CROP_SHIFT
+
+    # FER2013Train (measured with the landmark model): box 0.8 of the image, centre 0.077 sides below.
+    box = box_for_full_crop(48, 48)
+    side = box[2] - box[0]
+    assert side == pytest.approx(48 / 1.25)
+    assert (box[1] + box[3]) / 2 - 23.5 == pytest.approx(-CROP_SHIFT * side)
+    assert -0.09 < CROP_SHIFT < -0.06
 
 
 def test_full_crop_box_reproduces_the_image() -> None:

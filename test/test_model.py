@@ -1,5 +1,6 @@
 """The network, its loss, checkpoints and the predictor (CPU, tiny configurations)."""
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from emodan_ros.checkpoint import CheckpointError, load_model, save_checkpoint
 from emodan_ros.classes import EDAN3_CLASSES
+from emodan_ros.crop import CROP_SHIFT
 from emodan_ros.dan import PRESETS, DANConfig, EmotionalDAN, default_mean_shape, standardize
 from emodan_ros.loss import LossConfig, emotion_loss, joint_loss, landmark_nme
 from emodan_ros.predictor import Predictor
@@ -98,7 +100,7 @@ def test_joint_loss_masks_missing_labels() -> None:
     garbage = truth.clone()
     garbage[1] = 1e6  # a sample without landmarks may hold anything
     masked = joint_loss(output, garbage, torch.tensor([True, False]), target, torch.tensor([False, False]), config)
-    assert float(masked.total) == pytest.approx(float(landmark_only.total))
+    assert float(masked.total.detach()) == pytest.approx(float(landmark_only.total.detach()))
 
 
 def test_checkpoint_round_trip_and_fp16_storage(tmp_path: Path) -> None:
@@ -142,11 +144,12 @@ def test_predictor_maps_landmarks_back_to_frame_pixels() -> None:
     assert result.landmarks.shape == (2, 68, 2) and result.probs.shape == (2, 8)
     assert np.allclose(result.probs.sum(axis=1), 1, atol=1e-5)
     assert np.all((result.quality >= 0) & (result.quality <= 1))
-    # An untrained model outputs the mean shape, which sits inside the (1.25x) crop around each box.
+    # An untrained model outputs the mean shape, which sits inside the (1.25x, shifted) crop around each box.
     for box, points in zip(boxes, result.landmarks):
-        centre, side = (box[:2] + box[2:]) / 2, (box[2] - box[0]) * 1.25
-        assert np.all(np.abs(points - centre) <= side / 2)
-    expected = (default_mean_shape().numpy() * 32 - 0.5 - 15.5) * (100 / 32) + np.array([140.0, 100.0])
+        side = box[2] - box[0]
+        centre = (box[:2] + box[2:]) / 2 + np.array([0.0, CROP_SHIFT * side])
+        assert np.all(np.abs(points - centre) <= side * 1.25 / 2)
+    expected = (default_mean_shape().numpy() * 32 - 0.5 - 15.5) * (100 / 32) + np.array([140.0, 100.0 + CROP_SHIFT * 80])
     assert np.allclose(result.landmarks[0], expected, atol=1e-3)
 
 
@@ -212,12 +215,13 @@ def test_predict_with_no_faces_returns_empty_arrays() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu() -> None:
     cpu = Predictor.random(TINY, device="cpu", precision="fp32")
-    gpu = Predictor(cpu.model.cpu(), device="cuda", precision="fp16")
+    gpu = Predictor(copy.deepcopy(cpu.model), device="cuda", precision="fp16")  # .to() moves a module in place
     frame = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    box = np.array([[100.0, 60.0, 180.0, 140.0]])
-    a = Predictor.random(TINY, device="cpu", precision="fp32").predict(frame, box)
+    box = np.array([[100.0, 60.0, 180.0, 140.0], [20.0, 30.0, 60.0, 70.0]])
+    a = cpu.predict(frame, box)
     b = gpu.predict(frame, box)
     assert np.allclose(a.probs, b.probs, atol=2e-2)
+    assert np.abs(a.landmarks - b.landmarks).max() < 0.5  # frame pixels
 
 
 def test_export_drops_training_state_and_halves_the_weights(tmp_path: Path) -> None:
@@ -233,3 +237,37 @@ def test_export_drops_training_state_and_halves_the_weights(tmp_path: Path) -> N
     shipped, _ = load_model(tmp_path / "ship.pt")
     x = torch.randn(2, 1, 32, 32)
     assert torch.allclose(shipped(x).final_logits, model(x).final_logits, atol=2e-2)
+
+
+def test_average_of_fine_tunings_is_the_mean_of_their_weights(tmp_path: Path) -> None:
+    from emodan_ros.checkpoint import average_checkpoints, export_checkpoint
+
+    torch.manual_seed(0)
+    models = [EmotionalDAN(TINY).eval() for _ in range(2)]
+    for index, model in enumerate(models):
+        save_checkpoint(tmp_path / f"{index}.pt", model, metrics={"val_accuracy": 0.5 + index / 10})
+    average_checkpoints([tmp_path / "0.pt", tmp_path / "1.pt"], tmp_path / "soup.pt")
+    soup, payload = load_model(tmp_path / "soup.pt")
+    a, b = (m.state_dict() for m in models)
+    for key, value in soup.state_dict().items():
+        expected = (a[key] + b[key]) / 2 if value.is_floating_point() else a[key]
+        assert torch.allclose(value, expected), key
+    assert [r["metrics"]["val_accuracy"] for r in payload["averaged_from"]] == [0.5, 0.6]
+    export_checkpoint(tmp_path / "soup.pt", tmp_path / "ship.pt")  # the soup ships like any checkpoint
+    assert load_model(tmp_path / "ship.pt")[1]["averaged_from"] == payload["averaged_from"]
+
+
+def test_average_refuses_different_networks(tmp_path: Path) -> None:
+    from emodan_ros.checkpoint import average_checkpoints
+
+    save_checkpoint(tmp_path / "a.pt", EmotionalDAN(TINY))
+    save_checkpoint(tmp_path / "b.pt", EmotionalDAN(DANConfig(**{**TINY.to_dict(), "fc_size": 64,
+                                                                 "class_names": TINY.class_names})))
+    with pytest.raises(CheckpointError, match="another network configuration"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "soup.pt")
+    shifted = default_mean_shape() + 0.01
+    save_checkpoint(tmp_path / "c.pt", EmotionalDAN(TINY, shifted))
+    with pytest.raises(CheckpointError, match="another mean shape"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path / "soup.pt")
+    with pytest.raises(ValueError, match="at least two"):
+        average_checkpoints([tmp_path / "a.pt"], tmp_path / "soup.pt")

@@ -160,13 +160,42 @@ def test_init_rejects_another_architecture_and_resume_together(tmp_path: Path, d
         config(tmp_path, data, f"init={checkpoint}", f"resume={checkpoint}")
 
 
+def test_init_moves_weights_of_an_older_crop_convention_to_this_one(tmp_path: Path, data: dict[str, str]) -> None:
+    """Checkpoints from before CROP_SHIFT are refused for use but can be fine-tuned; the canonical pose is recomputed."""
+    from emodan_ros.checkpoint import load_model
+
+    train(config(tmp_path / "base", data, "epochs=[1]"))
+    payload = torch.load(tmp_path / "base" / "run" / "last.pt", weights_only=True)
+    data_mean_shape = torch.tensor(payload["mean_shape"])
+    del payload["crop"]["shift"]  # as written before the shift existed
+    payload["state_dict"]["mean_shape"] = data_mean_shape + 0.05  # that run's crops put the face elsewhere
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    with pytest.raises(CheckpointError, match="shift 0.0"):
+        load_model(old)
+    train(config(tmp_path / "tuned", data, "epochs=[1]", f"init={old}"))
+    tuned, _ = load_model(tmp_path / "tuned" / "run" / "last.pt")
+    assert torch.allclose(tuned.mean_shape, data_mean_shape)
+
+
 def test_the_shipped_models_recipe_is_a_valid_chain_of_configs() -> None:
-    """train_cpu.yaml, then each fine-tuning step starts from the previous step's best checkpoint."""
+    """train_cpu.yaml, then each fine-tuning step starts from the previous step's best checkpoint;
+    the last step is two fine-tunings of the same weights (averaged into the shipped model)."""
     root = Path(__file__).resolve().parents[1] / "config"
     steps = [TrainConfig.from_sources(str(root / name), [])
              for name in ("train_cpu.yaml", "finetune_cpu_1.yaml", "finetune_cpu_2.yaml", "finetune_cpu_3.yaml",
-                          "finetune_cpu_4.yaml")]
+                          "finetune_cpu_4.yaml", "finetune_cpu_5.yaml")]
     assert not steps[0].init
     for previous, step in zip(steps, steps[1:]):
         assert Path(step.init) == Path(previous.out) / "best.pt"
         assert step.model_config() == previous.model_config()
+    last = [TrainConfig.from_sources(str(root / f"finetune_cpu_6{part}.yaml"), []) for part in "ab"]
+    assert all(Path(step.init) == Path(steps[-1].out) / "best.pt" for step in last)
+    assert last[0].out != last[1].out and last[0].model_config() == last[1].model_config() == steps[0].model_config()
+
+
+def test_the_paper_size_config_trains_the_papers_network() -> None:
+    config = TrainConfig.from_sources(str(Path(__file__).resolve().parents[1] / "config" / "train_paper224.yaml"), [])
+    network = config.model_config()
+    assert (network.input_size, network.num_stages, network.width, network.convs_per_block) == (224, 2, 1.0, 2)
+    assert config.ferplus_train and config.landmark_dirs and config.scheme == "crossentropy"
