@@ -2,13 +2,13 @@
 
 A face crop is the square of side ``CROP_SCALE * max(w, h)`` whose centre is the face box's centre
 moved by ``CROP_SHIFT * max(w, h)`` along y (negative: up), where the face box is the bounding box
-of the 68 landmarks (or a detector box mapped onto that frame). FER images (48x48 faces that fill the frame) already
-follow it: measured with the landmark model on 4,000 FER2013Train faces, their landmark box is
-0.80 of the image (scale 1.25) and its centre lies 0.077 box sides below the image centre (FER
-frames keep the forehead and cut under the chin). The shift matters: crops centred on the landmark
-box itself show FER's emotion head a lower face than it learned on, and the node's tracking loop
-(this frame's landmarks frame the next crop) then drifts further down. Points use OpenCV's
-convention: pixel centres at integer coordinates.
+of the 68 landmarks (or a detector box mapped onto that frame). FER images (48x48 faces that fill
+the frame) already follow it: measured with the landmark model on 4,000 FER2013Train faces, their
+landmark box is 0.80 of the image (scale 1.25) and its centre lies 0.077 box sides below the image
+centre (FER frames keep the forehead and cut under the chin). The shift matters: crops centred on
+the landmark box itself show FER's emotion head a lower face than it learned on, and the node's
+tracking loop (this frame's landmarks frame the next crop) then drifts further down. Points use
+OpenCV's convention: pixel centres at integer coordinates.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def crop_matrix(
     """2x3 affine matrix taking image pixels to crop pixels for a face box.
 
     The box centre moved by ``shift`` box sides along y goes to the crop centre; rotation
-    (counter-clockwise in the image, degrees) and a horizontal flip are applied about that centre, which is how training augments without a second
-    resampling.
+    (counter-clockwise in the image, degrees) and a horizontal flip are applied about that centre,
+    which is how training augments without a second resampling.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     box_side = max(x2 - x1, y2 - y1, 1e-6)

@@ -149,7 +149,8 @@ def test_predictor_maps_landmarks_back_to_frame_pixels() -> None:
         side = box[2] - box[0]
         centre = (box[:2] + box[2:]) / 2 + np.array([0.0, CROP_SHIFT * side])
         assert np.all(np.abs(points - centre) <= side * 1.25 / 2)
-    expected = (default_mean_shape().numpy() * 32 - 0.5 - 15.5) * (100 / 32) + np.array([140.0, 100.0 + CROP_SHIFT * 80])
+    crop_centre = np.array([140.0, 100.0 + CROP_SHIFT * 80])
+    expected = (default_mean_shape().numpy() * 32 - 0.5 - 15.5) * (100 / 32) + crop_centre
     assert np.allclose(result.landmarks[0], expected, atol=1e-3)
 
 

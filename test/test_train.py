@@ -161,7 +161,7 @@ def test_init_rejects_another_architecture_and_resume_together(tmp_path: Path, d
 
 
 def test_init_moves_weights_of_an_older_crop_convention_to_this_one(tmp_path: Path, data: dict[str, str]) -> None:
-    """Checkpoints from before CROP_SHIFT are refused for use but can be fine-tuned; the canonical pose is recomputed."""
+    """Checkpoints from before CROP_SHIFT cannot be used but can be fine-tuned; the mean shape is recomputed."""
     from emodan_ros.checkpoint import load_model
 
     train(config(tmp_path / "base", data, "epochs=[1]"))
