@@ -89,8 +89,8 @@ PARAMS: dict[str, ParamSpec] = {
     "precision": ParamSpec("auto", "Inference precision: auto (fp16 on CUDA, bf16 on CPU when faster), "
                            "fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
     "flip_average": ParamSpec(False, "Also run each face mirrored (in the same batch) and average both "
-                              "answers: a face and its mirror image get the same emotion, accuracy +0.35 "
-                              "points and landmark error -2% relative, for twice the network work (+5 ms per "
+                              "answers: a face and its mirror image get the same emotion, accuracy +0.7 "
+                              "points and landmark error -1% relative, for twice the network work (+5 ms per "
                               "frame with one face on a 2-core CPU, but 1 -> 8 faces grows 4.2x instead of "
                               "3x there).", read_only=True),
     "torch_threads": ParamSpec(1, "CPU threads for PyTorch (0 = PyTorch's default, all cores). One thread "
