@@ -7,7 +7,7 @@ without rclpy, and `emodan_ros.msg` exists only in the colcon install space.
 """
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -26,7 +26,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["emodan_ros"],
+    packages=find_packages(include=["emodan_ros", "emodan_ros.*"]),
     install_requires=requirements("requirements.txt"),
     extras_require={"test": [r for r in requirements("requirements-dev.txt") if r.startswith("pytest")],
                     "bench": requirements("requirements-bench.txt")},

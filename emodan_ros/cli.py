@@ -8,7 +8,7 @@ from typing import Sequence
 
 
 def _train(args: argparse.Namespace) -> int:
-    from emodan_ros.train import TrainConfig, train
+    from emodan_ros.training.trainer import TrainConfig, train
 
     config = TrainConfig.from_sources(args.config, args.set)
     result = train(config)
@@ -17,7 +17,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from emodan_ros.checkpoint import export_checkpoint
+    from emodan_ros.model.checkpoint import export_checkpoint
 
     path = export_checkpoint(args.checkpoint, args.out, half=not args.fp32)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -25,7 +25,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _average(args: argparse.Namespace) -> int:
-    from emodan_ros.checkpoint import average_checkpoints
+    from emodan_ros.model.checkpoint import average_checkpoints
 
     path = average_checkpoints(args.checkpoints, args.out)
     print(f"wrote {path}: the mean of {len(args.checkpoints)} checkpoints' weights")
@@ -33,25 +33,25 @@ def _average(args: argparse.Namespace) -> int:
 
 
 def _model_bench(args: argparse.Namespace) -> int:
-    from emodan_ros.model_bench import main as bench_main
+    from emodan_ros.bench.model import main as bench_main
 
     return bench_main(args)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from emodan_ros.evaluate import main as eval_main
+    from emodan_ros.evaluation.evaluate import main as eval_main
 
     return eval_main(args)
 
 
 def _bag(args: argparse.Namespace) -> int:
-    from emodan_ros.bag_tools import main as bag_main
+    from emodan_ros.bags.evaluate import main as bag_main
 
     return bag_main(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from emodan_ros.bench import main as bench_main
+    from emodan_ros.bench.peers import main as bench_main
 
     return bench_main(args)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("ferplus", "fer2013csv", "imagefolder", "manifest", "pts")
+from emodan_ros.data.formats import FORMATS
+from emodan_ros.model.device import DEVICES, PRECISIONS
+
 EVAL_DETECTORS = ("haar", "dlib", "yunet", "full")
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint (.pt); default: the package's default model")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--flip-average", action="store_true",
                         help="average each face with its mirror image (the node's flip_average parameter)")
     parser.add_argument("--torch-threads", type=int, default=0,

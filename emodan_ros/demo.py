@@ -21,11 +21,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from emodan_ros.ros_compat import require_ros
-
-require_ros(__name__)
-
-from emodan_ros.node_process import NodeProcess  # noqa: E402
+from emodan_ros.io.messages import DecodedFace
+from emodan_ros.ros.camera import LiveCamera
 
 FRAME_W, FRAME_H = 640, 480
 
@@ -59,8 +56,8 @@ def image_files(paths: list[str]) -> Iterator[np.ndarray]:
 
 
 def bag_frames(bag: str, topic: str | None) -> Iterator[np.ndarray]:
-    from emodan_ros.bag_io import read_messages
-    from emodan_ros.image_codec import ImageDecodeError, decode_image
+    from emodan_ros.io.bag_io import read_messages
+    from emodan_ros.io.image_codec import ImageDecodeError, decode_image
 
     for found_topic, _, msg in read_messages(bag, topics=[topic] if topic else None):
         if not hasattr(msg, "data") or not (hasattr(msg, "encoding") or hasattr(msg, "format")):
@@ -71,85 +68,51 @@ def bag_frames(bag: str, topic: str | None) -> Iterator[np.ndarray]:
             print(f"skipping a frame on {found_topic}: {error}", file=sys.stderr)
 
 
-def describe(states: Any) -> str:
-    if not states:
+def describe(faces: list[DecodedFace], names: tuple[str, ...]) -> str:
+    if not faces:
         return "no face"
     parts = []
-    for state in states:
-        top = sorted(zip(state.probabilities, state.class_names), reverse=True)[:3]
+    for face in faces:
+        top = sorted(zip(face.probs, names), reverse=True)[:3]
         others = ", ".join(f"{name} {p:.2f}" for p, name in top[1:])
-        parts.append(f"face {state.face_id}: {state.emotion} {state.probability:.2f} ({others})")
+        where = ""
+        if face.box is not None:
+            x0, y0, x1, y1 = face.box
+            where = f" at x={x0:.0f} y={y0:.0f} {x1 - x0:.0f}x{y1 - y0:.0f}"
+        parts.append(f"face {face.face_id}: {top[0][1]} {top[0][0]:.2f} ({others}){where}")
     return "; ".join(parts)
 
 
 def run(frames: list[np.ndarray], out: Path, model: str, fps: float, node_args: list[str]) -> int:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-
-    from emodan_ros.image_codec import decode_image, encode_image
-    from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
-
     out.mkdir(parents=True, exist_ok=True)
     namespace = f"/emodan_demo_{os.getpid()}"
     params: dict[str, Any] = {"redetect_every": 1, "smoothing": 0.0}
     if model:
         params["model_path"] = Path(model).resolve()
-    node = NodeProcess(namespace, params, node_args)
-
-    rclpy.init()
-    demo = rclpy.create_node("emodan_demo", namespace=namespace)
-    camera = demo.create_publisher(Image, "image", qos_profile_sensor_data)
-    emotions: dict[tuple[int, int], Any] = {}
-    landmarks: dict[tuple[int, int], Any] = {}
-    debug: dict[tuple[int, int], np.ndarray] = {}
-
-    def key(msg: Any) -> tuple[int, int]:
-        return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-    demo.create_subscription(EmotionStateArray, "emotions", lambda m: emotions.__setitem__(key(m), m), 50)
-    demo.create_subscription(FaceLandmarksArray, "landmarks", lambda m: landmarks.__setitem__(key(m), m), 50)
-    demo.create_subscription(Image, "debug_image", lambda m: debug.__setitem__(key(m), decode_image(m)),
-                             qos_profile_sensor_data)
-    executor = SingleThreadedExecutor()
-    executor.add_node(demo)
     try:
-        deadline = time.monotonic() + 90
-        while not (camera.get_subscription_count() and demo.count_publishers(f"{namespace}/emotions")):
-            if node.exited() or time.monotonic() > deadline:
-                print(node.log_tail(), file=sys.stderr)
-                print("emotion_node did not start (see its log above)", file=sys.stderr)
-                return 1
-            executor.spin_once(timeout_sec=0.1)
+        camera = LiveCamera(namespace, node_params=params, node_args=node_args, debug_image=True,
+                            startup_timeout=90.0)
+    except RuntimeError as error:
+        print(f"{error}\nemotion_node did not start (see its log above)", file=sys.stderr)
+        return 1
+    with camera:
         print(f"emotion_node is up ({namespace}); sending {len(frames)} frames at {fps:g} fps")
+        stamps = []
         for index, frame in enumerate(frames):
-            msg = encode_image(frame, "bgr8", Image)
-            msg.header.frame_id = "demo_camera"
-            msg.header.stamp.sec, msg.header.stamp.nanosec = 1_000 + index, 0
-            camera.publish(msg)
-            end = time.monotonic() + 1.0 / fps
-            while time.monotonic() < end or (key(msg) not in emotions and time.monotonic() < end + 5.0):
-                executor.spin_once(timeout_sec=0.02)
-            result = emotions.get(key(msg))
-            faces = landmarks.get(key(msg))
-            where = ""
-            if faces is not None and faces.faces:
-                face = faces.faces[0]
-                where = f"  box x={face.box_x:.0f} y={face.box_y:.0f} {face.box_width:.0f}x{face.box_height:.0f}"
-            print(f"frame {index:3d}: " + (describe(result.states) if result else "no result (frame dropped)") + where)
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
-        for (sec, _), image in sorted(debug.items()):
-            cv2.imwrite(str(out / f"frame_{sec - 1_000:03d}.png"), image)
+            stamp = camera.publish(camera.image_message(frame, "demo_camera"), stamp=(1_000 + index) * 10**9)
+            stamps.append(stamp)
+            started = time.monotonic()
+            camera.wait_for(stamp, 1.0 / fps + 5.0)
+            time.sleep(max(0.0, 1.0 / fps - (time.monotonic() - started)))
+            result = camera.faces(stamp)
+            print(f"frame {index:3d}: " + (describe(*result) if result else "no result (frame dropped)"))
+        time.sleep(1.0)
+        debug = camera.debug_frames()
+        for index, stamp in enumerate(stamps):
+            if stamp in debug:
+                cv2.imwrite(str(out / f"frame_{index:03d}.png"), debug[stamp])
         print(f"annotated frames (the node's debug_image): {len(debug)} PNG files in {out}/")
-        return 0
-    finally:
-        node.stop()
-        demo.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

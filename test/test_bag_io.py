@@ -11,9 +11,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from conftest import needs_ros
-from emodan_ros import bag_io
-from emodan_ros.bag_io import BagError, BagWriter, read_messages, to_rosbags
-from emodan_ros.image_codec import compress_image, decode_image, encode_image
+from emodan_ros.io import bag_io
+from emodan_ros.io.bag_io import BagError, BagWriter, read_messages
+from emodan_ros.io.image_codec import compress_image, decode_image, encode_image
 
 STORAGES = ["mcap", "sqlite3"]
 FERPLUS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
@@ -85,6 +85,7 @@ def test_mcap_and_sqlite3_hold_the_same_messages(tmp_path: Path) -> None:
 @pytest.mark.parametrize("storage", STORAGES)
 def test_rclpy_messages_roundtrip(tmp_path: Path, storage: str) -> None:
     from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
+    from emodan_ros.ros.bag_bridge import to_rclpy, to_rosbags
     from sensor_msgs.msg import Image
 
     frame = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -96,9 +97,9 @@ def test_rclpy_messages_roundtrip(tmp_path: Path, storage: str) -> None:
         ("/faces", 30, FaceLandmarksArray()),
         ("/emotions", 40, EmotionStateArray(states=[state])),
     ]
-    bag = _write(tmp_path / "bag", storage, sent)
+    bag = _write(tmp_path / "bag", storage, [(topic, stamp, to_rosbags(m)) for topic, stamp, m in sent])
     got = list(read_messages(bag))
-    assert [bag_io.to_rclpy(m) for _, _, m in got] == [m for _, _, m in sent]
+    assert [to_rclpy(m) for _, _, m in got] == [m for _, _, m in sent]
     np.testing.assert_array_equal(decode_image(got[0][2]), frame)
     assert to_rosbags(sent[1][2]).faces[0].face_id == 3
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import HAS_MSGS, spin_until
-from emodan_ros.behavior import EmotionChange, EmotionMemory
+from emodan_ros.ros.behavior import EmotionChange, EmotionMemory
 
 HAPPY = {"neutral": 0.1, "happiness": 0.8, "sadness": 0.1}
 SAD = {"neutral": 0.2, "happiness": 0.1, "sadness": 0.7}
@@ -88,7 +88,7 @@ def _arrays(stamp: float, faces: list[tuple[int, dict[str, float], float]]) -> t
 
 @pytest.mark.skipif(not HAS_MSGS, reason="needs rclpy and the built package: run `make test`")
 def test_listener_reports_changes_from_the_topics(make_node: Any) -> None:
-    from emodan_ros.behavior import EmotionListener
+    from emodan_ros.ros.behavior import EmotionListener
     from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
 
     node = make_node("behaviour_listener")
@@ -119,7 +119,7 @@ def test_example_behaviour_node_reacts_when_the_main_face_becomes_happy(make_nod
     from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
 
     ns = f"/behaviour{os.getpid()}"
-    proc = subprocess.Popen([sys.executable, "-m", "emodan_ros.behavior", "--ros-args", "-r", f"__ns:={ns}",
+    proc = subprocess.Popen([sys.executable, "-m", "emodan_ros.ros.behavior", "--ros-args", "-r", f"__ns:={ns}",
                              "-p", "min_duration:=0.2"], cwd="/", stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

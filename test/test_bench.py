@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from emodan_ros import bench
-from emodan_ros.checkpoint import save_checkpoint
-from emodan_ros.classes import FERPLUS_CLASSES
-from emodan_ros.dan import DANConfig, EmotionalDAN, default_mean_shape
+from emodan_ros.bench import peers as bench
+from emodan_ros.model.checkpoint import save_checkpoint
+from emodan_ros.faces.classes import FERPLUS_CLASSES
+from emodan_ros.model.dan import DANConfig, EmotionalDAN, default_mean_shape
 
 TINY = DANConfig(input_size=32, num_stages=1, width=0.125, convs_per_block=1, fc_size=16)
 # FER+ vote rows (10 columns: 8 emotions, unknown, not-a-face): majority labels
@@ -157,7 +157,7 @@ def test_time_calls_orders_quantiles_and_counts_calls() -> None:
 def test_dlib_box_conversion_inverts_the_node_calibration() -> None:
     pytest.importorskip("dlib", reason="dlib not installed (optional bench extra)")
     pytest.importorskip("face_recognition_models", reason="face-recognition-models not installed")
-    from emodan_ros.detector import _DLIB_CAL
+    from emodan_ros.faces.detector import _DLIB_CAL
 
     peer = bench.DlibPeer()
     box = np.array([10.0, 20.0, 110.0, 140.0])

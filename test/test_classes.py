@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from emodan_ros.classes import (
+from emodan_ros.faces.classes import (
     EDAN3_CLASSES,
     FER2013_CLASSES,
     FERPLUS_CLASSES,

@@ -4,22 +4,18 @@ import cv2
 import numpy as np
 import pytest
 
-from emodan_ros.classes import EDAN3_CLASSES, FER2013_CLASSES, FERPLUS_CLASSES
-from emodan_ros.datasets import (
+from emodan_ros.faces.classes import EDAN3_CLASSES, FER2013_CLASSES, FERPLUS_CLASSES
+from emodan_ros.data.landmarks import PtsDataset, list_pts_files, read_pts, split_holdout
+from emodan_ros.data.mix import WeightedMix, remap_sample
+from emodan_ros.data.readers import (
     Fer2013CsvDataset,
     FerPlusDataset,
     ImageFolderDataset,
     ManifestDataset,
-    PtsDataset,
     Sample,
-    WeightedMix,
     clean_votes,
     ferplus_majority,
-    list_pts_files,
     read_image,
-    read_pts,
-    remap_sample,
-    split_holdout,
 )
 
 # votes: neutral happiness surprise sadness anger disgust fear contempt unknown NF

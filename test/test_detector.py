@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from skimage import data
 
-from emodan_ros.detector import (
+from emodan_ros.faces.detector import (
     BoxCalibration,
     DetectorError,
     HaarDetector,
     make_detector,
     sort_by_area,
 )
-from emodan_ros.tracker import iou_matrix
+from emodan_ros.faces.boxes import iou_matrix
 
 # The astronaut's face in skimage.data.astronaut() (512x512), by eye: forehead to chin.
 ASTRONAUT_FACE = np.array([[180.0, 80.0, 270.0, 185.0]])

@@ -106,8 +106,8 @@ class Harness:
 
 
 def _make_node(context: Any, name: str, **params: Any) -> Any:
-    from emodan_ros.emotion_node import EmotionNode
-    from emodan_ros.predictor import Predictor
+    from emodan_ros.ros.node import EmotionNode
+    from emodan_ros.model.predictor import Predictor
 
     overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, **params}.items()]
     return EmotionNode(name, predictor=Predictor.random(), context=context, parameter_overrides=overrides,
@@ -308,7 +308,7 @@ def test_invalid_startup_parameters_refuse_to_start(rclpy_context: Any, params: 
 
 
 def test_no_model_refuses_to_start_unless_random_is_allowed(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from emodan_ros import emotion_node
+    from emodan_ros.ros import node as emotion_node
 
     monkeypatch.setattr(emotion_node, "default_model_path", lambda: None)
     with pytest.raises(emotion_node.ModelNotFoundError, match="model_path"):
@@ -321,9 +321,9 @@ def test_no_model_refuses_to_start_unless_random_is_allowed(monkeypatch: pytest.
 
 @pytest.mark.parametrize("flip", [True, False])
 def test_the_model_is_loaded_with_the_flip_average_parameter(rclpy_context: Any, tmp_path, flip: bool) -> None:
-    from emodan_ros.checkpoint import save_checkpoint
-    from emodan_ros.dan import DANConfig, EmotionalDAN
-    from emodan_ros.emotion_node import EmotionNode
+    from emodan_ros.model.checkpoint import save_checkpoint
+    from emodan_ros.model.dan import DANConfig, EmotionalDAN
+    from emodan_ros.ros.node import EmotionNode
 
     checkpoint = tmp_path / "tiny.pt"
     save_checkpoint(checkpoint, EmotionalDAN(DANConfig(input_size=32, width=0.125, convs_per_block=1, fc_size=32)))
@@ -338,7 +338,7 @@ def test_the_model_is_loaded_with_the_flip_average_parameter(rclpy_context: Any,
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "emodan_ros.emotion_node", "--ros-args", *args],
+    return subprocess.Popen([sys.executable, "-m", "emodan_ros.ros.node", "--ros-args", *args],
                             cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

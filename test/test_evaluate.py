@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from emodan_ros.checkpoint import save_checkpoint
-from emodan_ros.classes import FERPLUS_CLASSES
-from emodan_ros.dan import DANConfig, EmotionalDAN, default_mean_shape
-from emodan_ros.evaluate import FullFrameDetector, Record, evaluate, score
-from emodan_ros.predictor import Predictor
-from emodan_ros.report import gradcam
+from emodan_ros.model.checkpoint import save_checkpoint
+from emodan_ros.faces.classes import FERPLUS_CLASSES
+from emodan_ros.model.dan import DANConfig, EmotionalDAN, default_mean_shape
+from emodan_ros.evaluation.evaluate import FullFrameDetector, Record, evaluate, score
+from emodan_ros.model.predictor import Predictor
+from emodan_ros.evaluation.report import gradcam
 
 MODEL = ("neutral", "happiness", "sadness")
 
@@ -144,7 +144,7 @@ def test_gradcam_is_a_normalised_map_that_follows_the_input() -> None:
 
 def test_full_frame_detector_box_is_the_crop_convention() -> None:
     boxes, scores = FullFrameDetector().detect(np.zeros((48, 48, 3), np.uint8))
-    from emodan_ros.crop import CROP_SCALE
+    from emodan_ros.faces.crop import CROP_SCALE
 
     side = boxes[0, 2] - boxes[0, 0]
     assert scores.tolist() == [1.0] and side * CROP_SCALE == pytest.approx(48)

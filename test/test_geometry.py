@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from emodan_ros import geometry
-from emodan_ros.crop import FLIP_INDEX, apply_affine, box_for_full_crop, crop_matrix, invert_affine, make_crop
+from emodan_ros.model import geometry
+from emodan_ros.faces.crop import FLIP_INDEX, apply_affine, box_for_full_crop, crop_matrix, invert_affine, make_crop
 
 
 def similarity(angle: float, scale: float, shift: tuple[float, float], batch: int = 2) -> torch.Tensor:
@@ -97,7 +97,7 @@ def test_crop_matrix_centres_the_shifted_box_and_scales_it() -> None:
 
 
 def test_default_crop_puts_the_landmark_box_where_fer_faces_have_it() -> None:
-    from emodan_ros.crop import CROP_SHIFT
+    from emodan_ros.faces.crop import CROP_SHIFT
 
     # FER2013Train (measured with the landmark model): box 0.8 of the image, centre 0.077 sides below.
     box = box_for_full_crop(48, 48)
@@ -117,7 +117,7 @@ def test_flip_mirrors_landmarks_and_reindexes_them() -> None:
     rng = np.random.default_rng(0)
     points = rng.uniform(10, 38, size=(68, 2)).astype(np.float32)
     box = np.array([10.0, 10.0, 38.0, 38.0])
-    from emodan_ros.crop import Augmentation
+    from emodan_ros.faces.crop import Augmentation
     flip_only = Augmentation(0, 0, 0, True, 0, 0)
     image = np.zeros((48, 48), np.uint8)
     for seed in range(20):
@@ -140,7 +140,7 @@ def test_low_resolution_augmentation_softens_the_crop_and_keeps_the_landmarks() 
 
     import cv2
 
-    from emodan_ros.crop import NO_AUGMENTATION
+    from emodan_ros.faces.crop import NO_AUGMENTATION
 
     def detail(crop: np.ndarray) -> float:
         return float(cv2.Laplacian(crop.astype(np.float32), cv2.CV_32F).var())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from emodan_ros.image_codec import (
+from emodan_ros.io.image_codec import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     compress_image,

@@ -89,7 +89,7 @@ def test_message_roundtrips_over_dds(type_name: str, make_node, spin) -> None:
 @needs_ros
 def test_image_over_dds_decodes(make_node, spin) -> None:
     """An rclpy Image received from DDS (array.array data) decodes to the sent pixels."""
-    from emodan_ros.image_codec import decode_image, encode_image
+    from emodan_ros.io.image_codec import decode_image, encode_image
     from sensor_msgs.msg import Image
 
     bgr = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -165,7 +165,7 @@ _PUBLISHER = textwrap.dedent(
     import numpy as np, rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-    from emodan_ros.image_codec import encode_image
+    from emodan_ros.io.image_codec import encode_image
     count, rate = int(sys.argv[1]), float(sys.argv[2])
     rclpy.init()
     node = rclpy.create_node("camera_like_publisher")
@@ -191,7 +191,7 @@ _SUBSCRIBER = textwrap.dedent(
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-    from emodan_ros.image_codec import decode_image
+    from emodan_ros.io.image_codec import decode_image
     timeout = float(sys.argv[1])
     rclpy.init()
     node = rclpy.create_node("camera_like_subscriber")

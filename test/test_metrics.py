@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from emodan_ros import metrics
+from emodan_ros.evaluation import metrics
 
 
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2, 2, -1]

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from emodan_ros.checkpoint import CheckpointError, load_model, save_checkpoint
-from emodan_ros.classes import EDAN3_CLASSES
-from emodan_ros.crop import CROP_SHIFT
-from emodan_ros.dan import PRESETS, DANConfig, EmotionalDAN, default_mean_shape, standardize
-from emodan_ros.loss import LossConfig, emotion_loss, joint_loss, landmark_nme
-from emodan_ros.predictor import Predictor
+from emodan_ros.model.checkpoint import CheckpointError, load_model, save_checkpoint
+from emodan_ros.faces.classes import EDAN3_CLASSES
+from emodan_ros.faces.crop import CROP_SHIFT
+from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, default_mean_shape, standardize
+from emodan_ros.model.loss import LossConfig, emotion_loss, joint_loss, landmark_nme
+from emodan_ros.model.predictor import Predictor
 
 TINY = DANConfig(input_size=32, num_stages=2, width=0.125, convs_per_block=1, fc_size=32)
 
@@ -160,8 +160,8 @@ def test_predictor_on_device_crop_matches_training_crop(side: float, centre: tup
     """The node's crop (area shrink and grid_sample on the device) is training's crop (OpenCV)."""
     from skimage import data
 
-    from emodan_ros.crop import crop_matrix, make_crop, to_gray
-    from emodan_ros.predictor import cut_crop
+    from emodan_ros.faces.crop import crop_matrix, make_crop, to_gray
+    from emodan_ros.model.predictor import cut_crop
 
     gray = to_gray(data.astronaut()[:, :, ::-1].copy())
     box = np.array([centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2])
@@ -173,7 +173,7 @@ def test_predictor_on_device_crop_matches_training_crop(side: float, centre: tup
 
 
 def _mirror(points: np.ndarray, width: int) -> np.ndarray:
-    from emodan_ros.crop import FLIP_INDEX
+    from emodan_ros.faces.crop import FLIP_INDEX
 
     mirrored = points[:, FLIP_INDEX].copy()
     mirrored[..., 0] = width - 1 - mirrored[..., 0]
@@ -226,7 +226,7 @@ def test_cuda_matches_cpu() -> None:
 
 
 def test_export_drops_training_state_and_halves_the_weights(tmp_path: Path) -> None:
-    from emodan_ros.checkpoint import export_checkpoint, read_checkpoint
+    from emodan_ros.model.checkpoint import export_checkpoint, read_checkpoint
 
     model = EmotionalDAN(TINY).eval()
     save_checkpoint(tmp_path / "last.pt", model, optimizer={"state": {}}, epoch=3, metrics={"val_accuracy": 0.8})
@@ -241,7 +241,7 @@ def test_export_drops_training_state_and_halves_the_weights(tmp_path: Path) -> N
 
 
 def test_average_of_fine_tunings_is_the_mean_of_their_weights(tmp_path: Path) -> None:
-    from emodan_ros.checkpoint import average_checkpoints, export_checkpoint
+    from emodan_ros.model.checkpoint import average_checkpoints, export_checkpoint
 
     torch.manual_seed(0)
     models = [EmotionalDAN(TINY).eval() for _ in range(2)]
@@ -259,7 +259,7 @@ def test_average_of_fine_tunings_is_the_mean_of_their_weights(tmp_path: Path) ->
 
 
 def test_average_refuses_different_networks(tmp_path: Path) -> None:
-    from emodan_ros.checkpoint import average_checkpoints
+    from emodan_ros.model.checkpoint import average_checkpoints
 
     save_checkpoint(tmp_path / "a.pt", EmotionalDAN(TINY))
     save_checkpoint(tmp_path / "b.pt", EmotionalDAN(DANConfig(**{**TINY.to_dict(), "fc_size": 64,

@@ -15,7 +15,7 @@ import pytest
 from conftest import needs_ros
 
 REPO = Path(__file__).resolve().parent.parent
-EXECUTABLES = {"emotion_node": "emodan_ros.emotion_node", "behavior_example": "emodan_ros.behavior"}
+EXECUTABLES = {"emotion_node": "emodan_ros.ros.node", "behavior_example": "emodan_ros.ros.behavior"}
 
 
 def _prefix() -> Path:
@@ -107,9 +107,11 @@ _WITHOUT_ROS = textwrap.dedent(
                 raise ModuleNotFoundError(f"No module named {name!r}")
             return None
     sys.meta_path.insert(0, NoRos())
-    import emodan_ros, emodan_ros.image_codec, emodan_ros.bag_io, emodan_ros.ros_compat
-    assert emodan_ros.image_codec.__file__.startswith(sys.argv[1]), emodan_ros.image_codec.__file__
-    assert not emodan_ros.ros_compat.ros_available()
+    import emodan_ros, emodan_ros.io.image_codec, emodan_ros.io.bag_io, emodan_ros.compat
+    import emodan_ros.model.predictor, emodan_ros.faces.pipeline, emodan_ros.evaluation.evaluate
+    import emodan_ros.bags.evaluate, emodan_ros.training.trainer, emodan_ros.bench.peers, emodan_ros.cli
+    assert emodan_ros.io.image_codec.__file__.startswith(sys.argv[1]), emodan_ros.io.image_codec.__file__
+    assert not emodan_ros.compat.ros_available()
     try:
         import emodan_ros.msg
     except ImportError:
@@ -117,7 +119,7 @@ _WITHOUT_ROS = textwrap.dedent(
     else:
         raise SystemExit("emodan_ros.msg must not exist in the pip install")
     try:
-        emodan_ros.ros_compat.require_ros("emodan_ros.emotion_node")
+        emodan_ros.compat.require_ros("emodan_ros.ros.node")
     except ImportError as exc:
         assert "needs ROS 2" in str(exc) and "make setup" in str(exc), exc
     else:
@@ -145,14 +147,13 @@ def test_pip_install_works_without_ros(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=240,
     )
     assert build.returncode == 0, build.stderr[-3000:]
-    assert (target / "emodan_ros" / "image_codec.py").is_file()
+    assert (target / "emodan_ros" / "io" / "image_codec.py").is_file()
     assert not (target / "emodan_ros" / "msg").exists()
-    # Modules guarded at import time (top-level require_ros call); others, such as
-    # behavior.py, keep ROS inside main() and stay importable as helpers.
-    ros_only = [
-        "emodan_ros." + p.stem for p in sorted((REPO / "emodan_ros").glob("*.py"))
-        if any(line.startswith("require_ros(") for line in p.read_text().splitlines())
-    ]
+    # Every sub-package must be shipped; `emodan_ros.ros` (and what needs it) refuses with an instruction.
+    shipped = {p.parent.name for p in (target / "emodan_ros").glob("*/__init__.py")}
+    expected = {p.parent.name for p in (REPO / "emodan_ros").glob("*/__init__.py")}
+    assert shipped == expected, expected - shipped
+    ros_only = ["emodan_ros.ros", "emodan_ros.ros.node", "emodan_ros.demo"]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")}
     env["PYTHONPATH"] = str(target)
     run = subprocess.run(

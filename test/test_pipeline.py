@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from emodan_ros.pipeline import EmotionPipeline
-from emodan_ros.tracker import iou_matrix
+from emodan_ros.faces.pipeline import EmotionPipeline
+from emodan_ros.faces.boxes import iou_matrix
 
 CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 GRID = np.stack(np.meshgrid(np.linspace(0, 1, 17), np.linspace(0, 1, 4)), -1).reshape(-1, 2)[:68]
@@ -158,8 +158,8 @@ def test_bad_settings_are_refused_and_change_nothing() -> None:
 
 @pytest.fixture(scope="module")
 def real_pipeline() -> EmotionPipeline:
-    predictor_mod = pytest.importorskip("emodan_ros.predictor")
-    from emodan_ros.detector import HaarDetector
+    predictor_mod = pytest.importorskip("emodan_ros.model.predictor")
+    from emodan_ros.faces.detector import HaarDetector
 
     return EmotionPipeline(predictor_mod.Predictor.random(), HaarDetector(), redetect_every=1)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emodan_ros.tracker import FaceTracker, greedy_match, iou_matrix
+from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.tracker import FaceTracker, greedy_match
 
 
 def _box(x: float, y: float, side: float = 100.0) -> np.ndarray:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from emodan_ros.checkpoint import CheckpointError, load_model, read_checkpoint
-from emodan_ros.dan import default_mean_shape
-from emodan_ros.train import TrainConfig, Trainer, train
+from emodan_ros.model.checkpoint import CheckpointError, load_model, read_checkpoint
+from emodan_ros.model.dan import default_mean_shape
+from emodan_ros.training.trainer import TrainConfig, Trainer, train
 
 TINY_MODEL = {"input_size": 32, "width": 0.125, "fc_size": 32, "convs_per_block": 1}
 VOTES = ["6,2,1,0,1,0,0,0,0,0", "0,8,2,0,0,0,0,0,0,0", "1,0,7,2,0,0,0,0,0,0", "0,0,0,9,1,0,0,0,0,0",
@@ -162,7 +162,7 @@ def test_init_rejects_another_architecture_and_resume_together(tmp_path: Path, d
 
 def test_init_moves_weights_of_an_older_crop_convention_to_this_one(tmp_path: Path, data: dict[str, str]) -> None:
     """Checkpoints from before CROP_SHIFT cannot be used but can be fine-tuned; the mean shape is recomputed."""
-    from emodan_ros.checkpoint import load_model
+    from emodan_ros.model.checkpoint import load_model
 
     train(config(tmp_path / "base", data, "epochs=[1]"))
     payload = torch.load(tmp_path / "base" / "run" / "last.pt", weights_only=True)

@@ -1,0 +1,217 @@
+"""Frame -> faces -> landmarks + emotion, without ROS (used by the node, the bag tools and benchmarks).
+
+Detection is the expensive, jittery step, so it runs only every ``redetect_every`` frames, when
+nobody is being followed, or when a face's landmark quality fell below ``min_quality``. In the
+frames between, each face is followed by its own landmarks: the landmark bbox of this frame is
+the box the model gets in the next one (a face moves little in 1/15 s, and the model's crop has
+margin). The detector stays the authority: on a detection frame only its boxes are used, so a
+track that drifted off a face dies instead of following the background. A followed face the
+detector missed keeps its id for ``max_missed`` frames and triggers another detection at the
+next frame, so one detector miss costs one frame, not ``redetect_every`` frames.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from emodan_ros.faces.crop import box_from_landmarks
+from emodan_ros.faces.detector import FaceDetector
+from emodan_ros.faces.boxes import inside_fraction, iou_matrix
+from emodan_ros.faces.tracker import FaceTracker
+
+# Below this size (px) a box gives the model too few pixels to say anything.
+MIN_BOX_SIDE = 8.0
+# A box must keep this share of its area inside the image to be followed further.
+MIN_INSIDE_FRACTION = 0.5
+# Two followed faces overlapping this much are one face that two tracks converged on.
+DUPLICATE_IOU = 0.6
+
+
+class PredictorLike(Protocol):
+    """The part of ``emodan_ros.model.predictor.Predictor`` the pipeline uses."""
+
+    class_names: tuple[str, ...]
+
+    def predict(self, image_bgr: np.ndarray, boxes: np.ndarray) -> Any: ...
+
+
+@dataclass
+class FaceResult:
+    """One face in one frame.
+
+    ``box`` is the landmark bbox of this frame's landmarks (xyxy, px) when the landmarks are
+    trusted (quality >= min_quality), else the box the model was given. ``score`` is the
+    detector's score when the detector found the box in this frame, 1.0 when the box was
+    followed from the previous frame's landmarks (the message convention).
+    Coordinates follow the Predictor: OpenCV pixel centres at integer coordinates.
+    """
+
+    face_id: int
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    quality: float
+    probs: np.ndarray
+    smoothed: bool
+
+
+@dataclass
+class FrameStats:
+    """What happened in the last ``process`` call (for diagnostics and benchmarks)."""
+
+    detected: bool = False
+    faces: int = 0
+    detect_ms: float = 0.0
+    predict_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass
+class PipelineCounters:
+    """Totals since start."""
+
+    frames: int = 0
+    detector_calls: int = 0
+    faces: int = 0
+    capped_frames: int = 0
+
+
+class EmotionPipeline:
+    """Detector + tracker + predictor for a stream of frames of one camera."""
+
+    def __init__(
+        self,
+        predictor: PredictorLike,
+        detector: FaceDetector,
+        redetect_every: int = 5,
+        min_quality: float = 0.3,
+        max_faces: int = 8,
+        iou_threshold: float = 0.3,
+        max_missed: int = 5,
+        smoothing: float = 0.0,
+    ) -> None:
+        self.predictor = predictor
+        self.detector = detector
+        self.tracker = FaceTracker(iou_threshold, max_missed, smoothing)
+        self.configure(redetect_every=redetect_every, min_quality=min_quality, max_faces=max_faces)
+        self.stats = FrameStats()
+        self.counters = PipelineCounters()
+        self._since_detect = 0
+        self._need_detect = True
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.predictor.class_names)
+
+    def configure(self, *, redetect_every: int | None = None, min_quality: float | None = None,
+                  max_faces: int | None = None, iou_threshold: float | None = None,
+                  max_missed: int | None = None, smoothing: float | None = None) -> None:
+        """Change settings between frames (validated; a bad value raises ValueError and changes nothing)."""
+        if redetect_every is not None and redetect_every < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
+        if min_quality is not None and not 0.0 <= min_quality <= 1.0:
+            raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if max_missed is not None and max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        if smoothing is not None and not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if redetect_every is not None:
+            self.redetect_every = int(redetect_every)
+        if min_quality is not None:
+            self.min_quality = float(min_quality)
+        if max_faces is not None:
+            self.max_faces = int(max_faces)
+        if iou_threshold is not None:
+            self.tracker.iou_threshold = float(iou_threshold)
+        if max_missed is not None:
+            self.tracker.max_missed = int(max_missed)
+        if smoothing is not None:
+            self.tracker.smoothing = float(smoothing)
+
+    def reset(self) -> None:
+        """Forget all faces (e.g. the stream jumped: bag loop, camera switch)."""
+        self.tracker.reset()
+        self._need_detect = True
+        self._since_detect = 0
+
+    def _followed(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes of the faces seen last frame, minus those gone out of view or merged; score 1.0 each."""
+        tracks = sorted(self.tracker.visible(), key=lambda t: -t.hits)
+        keep: list[int] = []
+        boxes = np.array([t.box for t in tracks], np.float32).reshape(-1, 4)
+        inside = inside_fraction(boxes, width, height)
+        for i, t in enumerate(tracks):
+            side = min(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1])
+            dup = keep and iou_matrix(boxes[i:i + 1], boxes[keep]).max() > DUPLICATE_IOU
+            if inside[i] < MIN_INSIDE_FRACTION or side < MIN_BOX_SIDE or dup:
+                self.tracker.drop(t.face_id)
+                continue
+            keep.append(i)
+        return boxes[keep], np.ones(len(keep), np.float32)
+
+    def process(self, image_bgr: np.ndarray) -> list[FaceResult]:
+        """Faces of this frame, at most ``max_faces`` (on detection frames the largest are kept)."""
+        t0 = time.perf_counter()
+        height, width = image_bgr.shape[:2]
+        self.counters.frames += 1
+        followed, ones = self._followed(width, height)
+        detect = self._need_detect or len(followed) == 0 or self._since_detect + 1 >= self.redetect_every
+        detect_ms = 0.0
+        unconfirmed = False
+        if detect:
+            td = time.perf_counter()
+            boxes, scores = self.detector.detect(image_bgr)
+            detect_ms = (time.perf_counter() - td) * 1000.0
+            self.counters.detector_calls += 1
+            self._since_detect = 0
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            scores = np.asarray(scores, np.float32).reshape(-1)
+            ok = (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
+            boxes, scores = boxes[ok], scores[ok]
+            if len(followed):
+                overlap = iou_matrix(followed, boxes)
+                confirmed = overlap.max(axis=1) >= self.tracker.iou_threshold if overlap.size else \
+                    np.zeros(len(followed), bool)
+                unconfirmed = not bool(confirmed.all())
+        else:
+            self._since_detect += 1
+            boxes, scores = followed, ones
+        if len(boxes) > self.max_faces:
+            self.counters.capped_frames += 1
+            boxes, scores = boxes[: self.max_faces], scores[: self.max_faces]
+        ids = self.tracker.update(boxes, scores)
+        self._need_detect = unconfirmed
+        results: list[FaceResult] = []
+        predict_ms = 0.0
+        if len(boxes):
+            tp = time.perf_counter()
+            out = self.predictor.predict(image_bgr, boxes)
+            predict_ms = (time.perf_counter() - tp) * 1000.0
+            landmarks = np.asarray(out.landmarks, np.float32)
+            probs = np.asarray(out.probs, np.float32)
+            quality = np.asarray(out.quality, np.float32).reshape(-1)
+            for i, face_id in enumerate(ids):
+                lm_box = box_from_landmarks(landmarks[i]).astype(np.float32)
+                trusted = bool(quality[i] >= self.min_quality) and \
+                    min(lm_box[2] - lm_box[0], lm_box[3] - lm_box[1]) >= MIN_BOX_SIDE
+                if trusted:
+                    self.tracker.set_box(face_id, lm_box)
+                else:
+                    self._need_detect = True
+                p, smoothed = self.tracker.smooth(face_id, probs[i])
+                results.append(FaceResult(
+                    face_id=int(face_id), box=lm_box if trusted else boxes[i].copy(),
+                    score=float(scores[i]), landmarks=landmarks[i], quality=float(quality[i]),
+                    probs=p, smoothed=smoothed))
+        self.counters.faces += len(results)
+        self.stats = FrameStats(detected=detect, faces=len(results), detect_ms=detect_ms,
+                                predict_ms=predict_ms, total_ms=(time.perf_counter() - t0) * 1000.0)
+        return results

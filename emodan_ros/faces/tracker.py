@@ -1,0 +1,135 @@
+"""Face identities across frames and per-face emotion smoothing (pure numpy, no ROS).
+
+A face keeps its id while its box overlaps the box it had last time (greedy IoU matching, best
+pairs first) and survives ``max_missed`` frames without a match, so a blink of the detector or a
+hand across the face does not make a new person. Probabilities are smoothed per id with an
+exponential moving average so a behaviour does not see the emotion flicker frame to frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emodan_ros.faces.boxes import iou_matrix
+
+
+def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (row, col) with IoU >= threshold, highest first, each row and column used once."""
+    pairs: list[tuple[int, int]] = []
+    if iou.size == 0:
+        return pairs
+    rows, cols = np.nonzero(iou >= threshold)
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    return pairs
+
+
+@dataclass
+class Track:
+    """One face followed over time."""
+
+    face_id: int
+    box: np.ndarray
+    score: float
+    missed: int = 0
+    hits: int = 1
+    probs: np.ndarray | None = field(default=None, repr=False)
+
+
+class FaceTracker:
+    """Assigns stable ids to face boxes and smooths each id's emotion probabilities.
+
+    ``smoothing`` is the EMA weight of the past (0 = off, 0.9 = slow): ``s = a*s + (1-a)*p``.
+    """
+
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, smoothing: float = 0.0) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.iou_threshold = float(iou_threshold)
+        self.max_missed = int(max_missed)
+        self.smoothing = float(smoothing)
+        self._tracks: dict[int, Track] = {}
+        self._next_id = 1
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Live tracks, oldest id first."""
+        return [self._tracks[k] for k in sorted(self._tracks)]
+
+    def visible(self) -> list[Track]:
+        """Tracks matched in the latest update (the faces to follow in the next frame)."""
+        return [t for t in self.tracks if t.missed == 0]
+
+    def reset(self) -> None:
+        """Forget every face (ids continue to count up, so an old id never comes back)."""
+        self._tracks.clear()
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray | None = None) -> list[int]:
+        """Match this frame's boxes to the tracks; return one id per box (new ids for new faces).
+
+        Unmatched tracks age by one frame and are dropped after ``max_missed`` missed frames.
+        """
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if scores is None:
+            scores = np.ones(len(boxes), np.float32)
+        tracks = self.tracks
+        iou = iou_matrix(np.array([t.box for t in tracks]).reshape(-1, 4), boxes)
+        ids = [0] * len(boxes)
+        matched: set[int] = set()
+        for r, c in greedy_match(iou, self.iou_threshold):
+            t = tracks[r]
+            t.box = boxes[c].copy()
+            t.score = float(scores[c])
+            t.missed = 0
+            t.hits += 1
+            ids[c] = t.face_id
+            matched.add(t.face_id)
+        for t in tracks:
+            if t.face_id not in matched:
+                t.missed += 1
+                if t.missed > self.max_missed:
+                    del self._tracks[t.face_id]
+        for c in range(len(boxes)):
+            if ids[c] == 0:
+                t = Track(self._next_id, boxes[c].copy(), float(scores[c]))
+                self._tracks[t.face_id] = t
+                self._next_id += 1
+                ids[c] = t.face_id
+        return ids
+
+    def set_box(self, face_id: int, box: np.ndarray) -> None:
+        """Move a track to a refined box (the landmark bbox of this frame), used for matching next time."""
+        if face_id in self._tracks:
+            self._tracks[face_id].box = np.asarray(box, np.float32).copy()
+
+    def drop(self, face_id: int) -> None:
+        """Forget one face now (e.g. its box left the image)."""
+        self._tracks.pop(face_id, None)
+
+    def smooth(self, face_id: int, probs: np.ndarray) -> tuple[np.ndarray, bool]:
+        """EMA of this id's probabilities; ``(probs, smoothed)``, smoothed False on the first frame or when off."""
+        p = np.asarray(probs, np.float32)
+        t = self._tracks.get(face_id)
+        if t is None or self.smoothing <= 0.0:
+            return p, False
+        if t.probs is None or t.probs.shape != p.shape:
+            t.probs = p.copy()
+            return p, False
+        s = self.smoothing * t.probs + (1.0 - self.smoothing) * p
+        s = s / max(float(s.sum()), 1e-12)
+        t.probs = s.astype(np.float32)
+        return t.probs.copy(), True

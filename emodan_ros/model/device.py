@@ -1,0 +1,59 @@
+"""Where and in what precision the model runs: one list of choices and one rule per decision.
+
+The node's parameters, the CLI options, the predictor and the trainer all take these names.
+torch is imported inside the functions so that the CLI parser can read the choices cheaply.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# bf16 must beat fp32 by this factor to be chosen on a CPU (timing noise must not flip the choice).
+BF16_GAIN = 0.8
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when PyTorch sees a GPU; asking for CUDA without one is an error, not a fallback."""
+    import torch
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but PyTorch sees no CUDA GPU (CPU-only build or no driver)")
+    return torch.device(device)
+
+
+def faster_cpu_precision(step: Callable[[str], None], repeats: int = 3) -> str:
+    """'bf16' when a timed ``step(precision)`` shows it clearly faster than fp32, else 'fp32'.
+
+    bf16 only helps on CPUs with bf16 units, so the choice is measured once, not assumed.
+    """
+    timings = {}
+    for candidate in ("fp32", "bf16"):
+        step(candidate)  # warm-up: first calls pay for allocation and kernel selection
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step(candidate)
+        timings[candidate] = time.perf_counter() - start
+    return "bf16" if timings["bf16"] < BF16_GAIN * timings["fp32"] else "fp32"
+
+
+def fp32_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights in fp32 (exported checkpoints store fp16 to stay small)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def set_torch_threads(threads: int) -> None:
+    """Limit PyTorch's CPU threads (0 keeps its default); on a busy CPU one thread can be much faster."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)

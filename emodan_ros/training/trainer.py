@@ -1,0 +1,389 @@
+"""Train Emotional DAN on emotion data (FER+ votes) and landmark data (300-W) together.
+
+`emodan train --config config/train_cpu.yaml [--set key=value ...]`. The training script knows
+datasets and schedules; the network and its loss come from :mod:`emodan_ros.model.dan` and
+:mod:`emodan_ros.model.loss`, the crop convention from :mod:`emodan_ros.faces.crop`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from emodan_ros.evaluation import metrics
+from emodan_ros.model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from emodan_ros.faces.crop import (NO_AUGMENTATION, Augmentation)
+from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, standardize
+from emodan_ros.data.crop_dataset import CropDataset, mean_shape_of
+from emodan_ros.data.landmarks import PtsDataset, list_pts_files, split_holdout
+from emodan_ros.data.mix import WeightedMix
+from emodan_ros.data.readers import FerPlusDataset
+from emodan_ros.model.loss import LossConfig, joint_loss
+from emodan_ros.training.plots import plot_confusion, plot_training_curves
+from emodan_ros.model.device import faster_cpu_precision, fp32_state, resolve_device
+
+
+@dataclass
+class TrainConfig:
+    """One training run; every field can come from YAML and be overridden with ``--set``."""
+
+    out: str = "runs/emodan"
+    preset: str = "cpu"
+    model: dict[str, Any] = field(default_factory=dict)  # DANConfig overrides of the preset
+    ferplus_train: str = ""  # FER+ folder with label.csv (emotion only)
+    ferplus_valid: str = ""  # scored on majority labels
+    scheme: str = "probability"  # majority | multilabel | probability | crossentropy
+    landmark_dirs: list[str] = field(default_factory=list)  # iBUG .pts folders (landmarks only)
+    landmark_holdout: float = 0.1  # fraction of the .pts files kept apart for NME
+    landmark_share: float = 0.2  # fraction of each epoch drawn from the landmark data
+    epoch_length: int = 0  # samples per epoch; 0 = size of the emotion set / (1 - landmark_share)
+    schedule: str = "joint"  # joint | stagewise (stage 1 first, then each next stage with earlier ones frozen)
+    epochs: list[int] = field(default_factory=lambda: [10])  # joint: [n]; stagewise: one count per stage
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    alpha: float = 0.5
+    beta: float = 0.5
+    label_smoothing: float = 0.0
+    augment: dict[str, Any] = field(default_factory=dict)  # Augmentation overrides
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 (CPU) | fp16 (CUDA AMP)
+    workers: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    seed: int = 0
+    max_batches: int = 0  # per epoch, 0 = all (for smoke tests)
+    resume: str = ""
+    init: str = ""  # fine-tune: start from this checkpoint's weights with a fresh optimiser and schedule
+
+    @classmethod
+    def from_sources(cls, path: str | None, overrides: Sequence[str]) -> TrainConfig:
+        data: dict[str, Any] = {}
+        if path:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown training options in {path}: {sorted(unknown)}")
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            head, _, sub = key.partition(".")
+            if head not in known:
+                raise ValueError(f"unknown training option {head!r}")
+            parsed = yaml.safe_load(value)
+            if sub:
+                data.setdefault(head, {})[sub] = parsed
+            else:
+                data[head] = parsed
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}")
+        if self.schedule not in ("joint", "stagewise"):
+            raise ValueError("schedule must be 'joint' or 'stagewise'")
+        if isinstance(self.epochs, int):
+            self.epochs = [self.epochs]
+        stages = self.model_config().num_stages
+        if self.schedule == "stagewise" and len(self.epochs) != stages:
+            raise ValueError(f"stagewise training needs one epoch count per stage ({stages})")
+        if not self.ferplus_train and not self.landmark_dirs:
+            raise ValueError("give ferplus_train and/or landmark_dirs")
+        if self.init and self.resume:
+            raise ValueError("give init (fine-tune) or resume (continue a run), not both")
+        LossConfig(self.alpha, self.beta, self.scheme, self.label_smoothing)
+
+    def model_config(self) -> DANConfig:
+        return replace(PRESETS[self.preset], **{k: tuple(v) if k == "class_names" else v
+                                                for k, v in self.model.items()})
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def choose_precision(config: TrainConfig, device: torch.device, model: EmotionalDAN, loader: DataLoader) -> str:
+    """'auto': fp16 AMP on CUDA; on the CPU bf16 only where a timed step shows it is faster.
+
+    The timing runs on a copy so the real model's batch-norm statistics stay untouched.
+    """
+    if config.precision != "auto":
+        return config.precision
+    if device.type == "cuda":
+        return "fp16"
+    model = copy.deepcopy(model)
+    images = standardize(next(iter(loader))["image"].to(device))
+
+    def step(candidate: str) -> None:
+        dtype = torch.bfloat16 if candidate == "bf16" else None
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            output = model(images)
+        output.final_landmarks.float().sum().backward()
+
+    return faster_cpu_precision(step, repeats=1)
+
+
+class Trainer:
+    """Owns the run directory, the model, the optimiser, validation and checkpoints."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.seed)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        self.model_config = config.model_config()
+        self.classes = self.model_config.class_names
+        self.augment = replace(Augmentation(), **config.augment)
+        self._build_data()
+        self.model = EmotionalDAN(self.model_config, self.mean_shape).to(self.device)
+        # NHWC convolutions are the fast ones for oneDNN on the CPU and for cuDNN's fp16 tensor cores alike.
+        self.memory_format = torch.channels_last
+        self.model = self.model.to(memory_format=self.memory_format)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
+        self.history: list[dict[str, Any]] = []
+        self.best_score = -math.inf
+        self.start_phase, self.start_epoch = 0, 0
+        self._resume_state: dict[str, Any] | None = None
+        self._rng_state: torch.Tensor | None = None
+
+    def _build_data(self) -> None:
+        c = self.config
+        parts: list[Dataset] = []
+        weights: list[float] = []
+        self.data_info: dict[str, Any] = {}
+        self.valid_emotion = None
+        self.valid_landmarks = None
+        size = self.model_config.input_size
+        if c.ferplus_train:
+            fer = FerPlusDataset(c.ferplus_train, scheme=c.scheme, seed=c.seed)
+            parts.append(fer)
+            weights.append(1.0 - (c.landmark_share if c.landmark_dirs else 0.0))
+            self.data_info["ferplus_train"] = {"path": c.ferplus_train, "n": len(fer), "scheme": c.scheme,
+                                               "bad_files": len(fer.bad_files)}
+        if c.ferplus_valid:
+            valid = FerPlusDataset.evaluation(c.ferplus_valid)
+            self.valid_emotion = CropDataset(valid, self.classes, size, NO_AUGMENTATION)
+            self.data_info["ferplus_valid"] = {"path": c.ferplus_valid, "n": len(valid)}
+        self.mean_shape = None
+        if c.landmark_dirs:
+            files = [f for d in c.landmark_dirs for f in list_pts_files(d)]
+            train_files, held = split_holdout(files, c.landmark_holdout, seed=c.seed)
+            landmarks = PtsDataset(files=train_files)
+            parts.append(landmarks)
+            weights.append(c.landmark_share if c.ferplus_train else 1.0)
+            self.mean_shape = mean_shape_of(landmarks, size)
+            if held:
+                self.valid_landmarks = CropDataset(PtsDataset(files=held), self.classes, size, NO_AUGMENTATION)
+            self.data_info["landmarks"] = {"dirs": c.landmark_dirs, "n_train": len(landmarks),
+                                           "n_holdout": len(held), "holdout_fraction": c.landmark_holdout,
+                                           "holdout_files": [Path(f).name for f in held]}
+        length = c.epoch_length or int(round(len(parts[0]) / max(weights[0], 1e-6)))
+        mix = WeightedMix(parts, weights, length=length, classes=self.classes, seed=c.seed)
+        self.train_set = CropDataset(mix, self.classes, size, self.augment, seed=c.seed)
+
+    # ----------------------------------------------------------------- phases ---
+    def phases(self) -> list[tuple[list[int], int]]:
+        """(stages trained, epochs) per phase: one joint phase, or one phase per stage."""
+        n = self.model_config.num_stages
+        if self.config.schedule == "joint":
+            return [(list(range(n)), self.config.epochs[0])]
+        return [([stage], epochs) for stage, epochs in enumerate(self.config.epochs)]
+
+    def _freeze_for(self, stages: list[int]) -> list[torch.nn.Parameter]:
+        """Freeze every stage before the first trained one (DAN's stage-wise schedule)."""
+        first = stages[0]
+        for index, stage in enumerate(self.model.stages):
+            stage.requires_grad_(index >= first)
+        for index, feature in enumerate(self.model.feature_images):
+            feature.requires_grad_(index + 1 >= first)
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _train_mode(self, stages: list[int]) -> None:
+        self.model.train()
+        for index, stage in enumerate(self.model.stages):
+            if index < stages[0]:
+                stage.eval()  # frozen stages keep their batch-norm statistics
+
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        if c.resume:
+            self._resume(c.resume)
+        elif c.init:
+            self._initialise(c.init)
+        loader_kwargs = dict(batch_size=c.batch_size, num_workers=c.workers, drop_last=True,
+                             persistent_workers=c.workers > 0)
+        loader = DataLoader(self.train_set, shuffle=False, **loader_kwargs)
+        self.precision = choose_precision(c, self.device, self.model, loader)
+        torch.set_rng_state(self._rng_state if self._rng_state is not None else torch.get_rng_state())
+        for phase, (stages, epochs) in enumerate(self.phases()):
+            if phase < self.start_phase:
+                continue
+            params = self._freeze_for(stages)
+            optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+            steps = min(len(loader), c.max_batches or len(loader))
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=epochs * steps,
+                                                            pct_start=0.15)
+            scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+            first_epoch = self.start_epoch if phase == self.start_phase else 0
+            if phase == self.start_phase and self._resume_state:
+                optimizer.load_state_dict(self._resume_state["optimizer"])
+                scheduler.load_state_dict(self._resume_state["scheduler"])
+            for epoch in range(first_epoch, epochs):
+                self.train_set.set_epoch(epoch + 1000 * phase)
+                train_stats = self._train_epoch(loader, optimizer, scheduler, scaler, stages, phase, epoch, epochs)
+                record = {"phase": phase, "stages": [s + 1 for s in stages], "epoch": epoch + 1, **train_stats,
+                          **self.validate(max(stages) + 1)}
+                self.history.append(record)
+                self._save(record, phase, epoch + 1, optimizer, scheduler)
+                self._report(record)
+        return self.history[-1] if self.history else {}
+
+    def _train_epoch(self, loader: DataLoader, optimizer, scheduler, scaler, stages: list[int],
+                     phase: int, epoch: int, epochs: int) -> dict[str, float]:
+        c = self.config
+        self._train_mode(stages)
+        loss_config = LossConfig(c.alpha, c.beta, c.scheme, c.label_smoothing)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        totals = {"loss": 0.0, "nme": 0.0, "ce": 0.0}
+        seen = 0
+        start = time.perf_counter()
+        steps = min(len(loader), c.max_batches or len(loader))
+        bar = tqdm(loader, total=steps, desc=f"phase {phase + 1} epoch {epoch + 1}/{epochs}", leave=False,
+                   dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            if step >= steps:
+                break
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            images = standardize(batch["image"]).contiguous(memory_format=self.memory_format)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                output = self.model(images, stages=max(stages) + 1)
+            terms = joint_loss(output, batch["landmarks"], batch["landmark_mask"], batch["target"],
+                               batch["emotion_mask"], loss_config, stages)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n = images.shape[0]
+            seen += n
+            totals["loss"] += terms.total.item() * n
+            totals["nme"] += terms.landmark.item() * n
+            totals["ce"] += terms.emotion.item() * n
+            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", nme=f"{totals['nme'] / seen:.3f}",
+                            ce=f"{totals['ce'] / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        elapsed = time.perf_counter() - start
+        return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | {
+            "epoch_seconds": elapsed, "train_images_per_second": seen / max(elapsed, 1e-9)}
+
+    @torch.inference_mode()
+    def validate(self, stages: int) -> dict[str, Any]:
+        """Emotion on majority labels (flip-averaged, as at test time) and landmark NME on the holdout."""
+        self.model.eval()
+        result: dict[str, Any] = {}
+        if self.valid_emotion is not None:
+            labels, predictions = [], []
+            for batch in DataLoader(self.valid_emotion, batch_size=256, num_workers=self.config.workers):
+                images = standardize(batch["image"].to(self.device))
+                output = self.model(images, stages=stages)
+                flipped = self.model(images.flip(-1), stages=stages)
+                logits = output.logits[stages - 1]
+                if logits is None:
+                    break
+                probs = logits.float().softmax(-1) + flipped.logits[stages - 1].float().softmax(-1)
+                predictions.append(probs.argmax(-1).cpu())
+                labels.append(batch["label"])
+            if predictions:
+                summary = metrics.summarize(torch.cat(labels).numpy(), torch.cat(predictions).numpy(),
+                                            classes=self.classes)
+                result.update({f"val_{k}": summary[k] for k in ("accuracy", "macro_f1", "confusion", "per_class")})
+        if self.valid_landmarks is not None:
+            predicted, truth = [], []
+            for batch in DataLoader(self.valid_landmarks, batch_size=256, num_workers=self.config.workers):
+                output = self.model(standardize(batch["image"].to(self.device)), stages=stages)
+                predicted.append(output.landmarks[stages - 1].float().cpu())
+                truth.append(batch["landmarks"])
+            summary = metrics.summarize(pred_landmarks=torch.cat(predicted).numpy(),
+                                        gt_landmarks=torch.cat(truth).numpy())
+            result.update({f"val_{k}": summary[k] for k in ("nme_inter_ocular", "nme_inter_pupil", "auc_0.08",
+                                                             "failure_rate_0.08")})
+        return result
+
+    def _score(self, record: dict[str, Any]) -> float:
+        """Model selection: emotion accuracy, landmark error as a tie-breaker penalty."""
+        return record.get("val_accuracy", 0.0) - record.get("val_nme_inter_ocular", 0.0)
+
+    def _save(self, record: dict[str, Any], phase: int, epoch: int, optimizer, scheduler) -> None:
+        extra = {"metrics": record, "history": self.history, "data": self.data_info,
+                 "train_config": asdict(self.config), "precision": self.precision}
+        save_checkpoint(self.out / "last.pt", self.model, phase=phase, epoch=epoch,
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        rng=torch.get_rng_state(), best_score=self.best_score, **extra)
+        final_phase = phase == len(self.phases()) - 1
+        score = self._score(record)
+        if final_phase and score > self.best_score:
+            self.best_score = score
+            save_checkpoint(self.out / "best.pt", self.model, **extra)
+        (self.out / "metrics.json").write_text(json.dumps(self.history, indent=1))
+        plot_training_curves(self.history, self.out / "curves.png")
+        if "val_confusion" in record:
+            plot_confusion(record["val_confusion"], self.out / "confusion.png")
+
+    def _report(self, record: dict[str, Any]) -> None:
+        parts = [f"phase {record['phase'] + 1} epoch {record['epoch']}",
+                 f"{record['epoch_seconds']:.0f}s", f"{record['train_images_per_second']:.0f} img/s",
+                 f"loss {record['train_loss']:.3f}"]
+        if "val_accuracy" in record:
+            parts.append(f"val acc {record['val_accuracy']:.4f} macro-F1 {record['val_macro_f1']:.4f}")
+        if "val_nme_inter_ocular" in record:
+            parts.append(f"NME io {100 * record['val_nme_inter_ocular']:.2f}%")
+        tqdm.write(" | ".join(parts))
+
+    def _initialise(self, path: str) -> None:
+        """Fine-tuning: the weights of another run (same architecture), nothing of its schedule."""
+        payload = read_checkpoint(path, check_crop=False)
+        state = fp32_state(payload["state_dict"])
+        if self.mean_shape is not None:
+            state["mean_shape"] = self.mean_shape  # the canonical pose of this run's crops, not the old run's
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as error:
+            raise CheckpointError(f"{path} does not fit the configured model: {error}") from error
+
+    def _resume(self, path: str) -> None:
+        """Continue an interrupted run from its last.pt: weights, optimiser, schedule position, history."""
+        payload = read_checkpoint(path)
+        if "optimizer" not in payload:
+            raise CheckpointError(f"{path} holds no optimiser state: resume from a run's last.pt")
+        self.model.load_state_dict(fp32_state(payload["state_dict"]))
+        self.history = list(payload.get("history", []))
+        self.best_score = float(payload.get("best_score", -math.inf))
+        phase, epoch = int(payload["phase"]), int(payload["epoch"])
+        epochs = self.phases()[phase][1]
+        self.start_phase, self.start_epoch = (phase, epoch) if epoch < epochs else (phase + 1, 0)
+        self._resume_state = payload if epoch < epochs else None
+        self._rng_state = payload["rng"]
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    return Trainer(config).run()
