@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from typing import Any
+
 from emodan_ros.data.formats import FORMATS
+from emodan_ros.faces.config import DetectorConfig, PipelineConfig, settings_of
 from emodan_ros.model.device import DEVICES, PRECISIONS
 
-EVAL_DETECTORS = ("haar", "dlib", "yunet", "full")
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +34,24 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N images")
 
 
-def _detector_args(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--detector", default=default, choices=EVAL_DETECTORS,
-                        help="face detector (full = the whole image is the face crop; not for --mode live)")
-    parser.add_argument("--detector-model", default="", help="yunet ONNX file")
-    parser.add_argument("--detector-max-side", type=int, default=320)
+def _detector_args(parser: argparse.ArgumentParser) -> None:
+    settings = settings_of(DetectorConfig)
+    default, info = settings["detector"]
+    parser.add_argument("--detector", default=default, choices=info.choices + ("full",),
+                        help=info.description + " full: the whole image is the face crop (not for --mode live).")
+    parser.add_argument("--detector-model", default=settings["detector_model_path"][0],
+                        help=settings["detector_model_path"][1].description)
+    parser.add_argument("--detector-max-side", type=int, default=settings["detector_max_side"][0],
+                        help=settings["detector_max_side"][1].description)
+
+
+def add_pipeline_args(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """``--redetect-every`` ... ``--smoothing``: the pipeline's settings, with ``defaults`` overriding
+    PipelineConfig's (e.g. the demo detects on every frame)."""
+    for name, (default, info) in settings_of(PipelineConfig).items():
+        value = defaults.get(name, default)
+        text = f"{info.description} [{info.low:g}, {info.high:g}]" if info.low is not None else info.description
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=value, help=text)
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +60,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default="crop", choices=("crop", "frame"),
                         help="crop: each image is the face crop; frame: through the node's detector and crop path")
     parser.add_argument("--out", required=True, help="output folder (metrics.json, predictions.csv, report.md)")
-    _detector_args(parser, "haar")
+    _detector_args(parser)
     parser.add_argument("--batch-size", type=int, default=64)
 
 
@@ -88,11 +103,8 @@ def add_bag_args(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--pred-topic", help="recorded: EmotionStateArray topic of the node (default: the only "
                                          "non-truth one)")
     ev.add_argument("--pred-landmarks-topic", help="recorded: FaceLandmarksArray topic of the node")
-    _detector_args(ev, "haar")
-    ev.add_argument("--redetect-every", type=int, default=5)
-    ev.add_argument("--smoothing", type=float, default=0.5)
-    ev.add_argument("--min-quality", type=float, default=0.3)
-    ev.add_argument("--max-faces", type=int, default=8)
+    _detector_args(ev)
+    add_pipeline_args(ev)
     ev.add_argument("--speed", type=float, default=1.0, help="live: publish at N times the recorded rate")
     ev.add_argument("--warmup-frames", type=int, default=3,
                     help="live: frames sent (and not scored) before the run, so model start-up is not measured")

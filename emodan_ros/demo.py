@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from emodan_ros.cli_args import add_pipeline_args
+from emodan_ros.faces.config import PipelineConfig, settings_of
 from emodan_ros.io.messages import DecodedFace
 from emodan_ros.ros.camera import LiveCamera
 
@@ -83,10 +85,11 @@ def describe(faces: list[DecodedFace], names: tuple[str, ...]) -> str:
     return "; ".join(parts)
 
 
-def run(frames: list[np.ndarray], out: Path, model: str, fps: float, node_args: list[str]) -> int:
+def run(frames: list[np.ndarray], out: Path, model: str, fps: float, node_args: list[str],
+        settings: dict[str, Any]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     namespace = f"/emodan_demo_{os.getpid()}"
-    params: dict[str, Any] = {"redetect_every": 1, "smoothing": 0.0}
+    params: dict[str, Any] = dict(settings)
     if model:
         params["model_path"] = Path(model).resolve()
     try:
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="checkpoint (default: the package's model)")
     parser.add_argument("--out", default="demo_out", help="folder for the annotated frames")
     parser.add_argument("--node-arg", action="append", default=[], help="extra --ros-args item for the node")
+    # A demo shows each frame on its own: detect on every frame, no smoothing across frames.
+    add_pipeline_args(parser, redetect_every=1, smoothing=0.0)
     args = parser.parse_args(argv)
     if args.bag:
         frames = list(bag_frames(args.bag, args.topic))
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if not frames:
         print("no frames to show", file=sys.stderr)
         return 1
-    return run(frames, Path(args.out), args.model, args.fps, args.node_arg)
+    return run(frames, Path(args.out), args.model, args.fps, args.node_arg,
+               {name: getattr(args, name) for name in settings_of(PipelineConfig)})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -294,9 +295,54 @@ def test_invalid_parameter_changes_are_refused(raw: Harness, name: str, value: A
 def test_valid_parameter_changes_reach_the_pipeline(raw: Harness) -> None:
     assert raw.node.set_parameters([Parameter("smoothing", value=0.8)])[0].successful
     try:
+        raw.send_and_wait(image_msg(astronaut_bgr(), stamp=(130, 0)))
         assert raw.node.pipeline.tracker.smoothing == pytest.approx(0.8)
+        assert raw.node.pipeline.config.smoothing == pytest.approx(0.8)
     finally:
         raw.node.set_parameters([Parameter("smoothing", value=0.0)])
+        raw.send_and_wait(image_msg(astronaut_bgr(), stamp=(131, 0)))
+
+
+class _SlowPredictor:
+    """Wraps a predictor; records the pipeline settings seen at the start and end of each call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.pipeline, self.seen = inner, None, []
+        self.inside = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def predict(self, image: Any, boxes: Any) -> Any:
+        before = self.pipeline.config.min_quality
+        self.inside.set()
+        time.sleep(0.5)
+        self.seen.append((before, self.pipeline.config.min_quality))
+        return self.inner.predict(image, boxes)
+
+
+def test_parameter_changes_take_effect_between_frames(rclpy_context: Any) -> None:
+    """A change made while the worker is inside a frame must not reach that frame half-way."""
+    from emodan_ros.model.predictor import Predictor
+    from emodan_ros.ros.node import EmotionNode
+
+    slow = _SlowPredictor(Predictor.random())
+    overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, "detector": "haar"}.items()]
+    node = EmotionNode("between", predictor=slow, context=rclpy_context, parameter_overrides=overrides,
+                       namespace=f"/t{os.getpid()}_between")
+    slow.pipeline = node.pipeline
+    harness = Harness(rclpy_context, node)
+    try:
+        harness.pub.publish(image_msg(astronaut_bgr(), stamp=(140, 0)))
+        assert harness.spin(slow.inside.is_set, 20.0), "the worker never reached the model"
+        assert node.set_parameters([Parameter("min_quality", value=0.7)])[0].successful
+        assert harness.spin(lambda: len(slow.seen) >= 1, 20.0)
+        harness.send_and_wait(image_msg(astronaut_bgr(), stamp=(141, 0)))
+        assert slow.seen[0] == (0.3, 0.3), slow.seen  # the frame in flight kept its settings
+        assert slow.seen[-1] == (0.7, 0.7), slow.seen  # the next frame has the new ones
+    finally:
+        harness.close()
+        node.destroy_node()
 
 
 @pytest.mark.parametrize("params,match", [({"detector": "mtcnn"}, "detector"),

@@ -131,7 +131,7 @@ def _yaml_params() -> dict:
 
 @pytest.mark.skipif(not HAS_MSGS, reason="needs rclpy and the built package: run `make test`")
 def test_launch_and_yaml_parameters_are_declared_by_the_node_with_the_same_defaults() -> None:
-    from emodan_ros.ros.node import PARAMS
+    from emodan_ros.ros.params import PARAMS
 
     assert _node_parameter_keys() - {"use_sim_time"} <= set(PARAMS)
     params = _yaml_params()

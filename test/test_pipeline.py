@@ -17,6 +17,7 @@ from skimage import data
 
 from emodan_ros.faces.pipeline import EmotionPipeline
 from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.config import PipelineConfig
 
 CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 GRID = np.stack(np.meshgrid(np.linspace(0, 1, 17), np.linspace(0, 1, 4)), -1).reshape(-1, 2)[:68]
@@ -70,7 +71,7 @@ FRAME = np.zeros((480, 640, 3), np.uint8)
 
 def _pipeline(scene: Scene, **kwargs) -> tuple[EmotionPipeline, ScriptedModel]:
     model = ScriptedModel(scene)
-    return EmotionPipeline(model, ScriptedDetector(scene), **kwargs), model
+    return EmotionPipeline(model, ScriptedDetector(scene), PipelineConfig(**kwargs)), model
 
 
 def test_detects_every_n_frames_and_follows_landmarks_in_between() -> None:
@@ -153,7 +154,7 @@ def test_bad_settings_are_refused_and_change_nothing() -> None:
                 {"iou_threshold": 0.0}, {"max_missed": -1}):
         with pytest.raises(ValueError):
             pipe.configure(**bad)
-    assert pipe.redetect_every == 5 and pipe.max_faces == 8
+    assert pipe.config == PipelineConfig()
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def real_pipeline() -> EmotionPipeline:
     predictor_mod = pytest.importorskip("emodan_ros.model.predictor")
     from emodan_ros.faces.detector import HaarDetector
 
-    return EmotionPipeline(predictor_mod.Predictor.random(), HaarDetector(), redetect_every=1)
+    return EmotionPipeline(predictor_mod.Predictor.random(), HaarDetector(), PipelineConfig(redetect_every=1))
 
 
 def test_untrained_model_on_the_astronaut_gives_one_plausible_face(real_pipeline: EmotionPipeline) -> None:

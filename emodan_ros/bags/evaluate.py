@@ -18,6 +18,7 @@ from emodan_ros.bags.modes import LiveSettings, fetch_images, resolve_inputs, ru
 from emodan_ros.bags.scoring import join_records, plot_timeline, stability, timing
 from emodan_ros.compat import find_default_model
 from emodan_ros.evaluation.evaluate import score
+from emodan_ros.faces.config import PipelineConfig, settings_of
 from emodan_ros.evaluation.records import json_safe, write_predictions
 from emodan_ros.io.bag_salvage import ReadStatus
 from emodan_ros.model.device import set_torch_threads
@@ -54,7 +55,7 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
         from emodan_ros.faces.pipeline import EmotionPipeline
 
         pipeline = EmotionPipeline(predictor, make_eval_detector(detector, detector_max_side, detector_model),
-                                   **pipeline_settings)
+                                   PipelineConfig(**pipeline_settings))
         frames, extra = run_offline(bag, inputs, pipeline, status)
         names = tuple(predictor.class_names)
     elif mode == "live":
@@ -170,8 +171,7 @@ def main(args: Any) -> int:
         print(json.dumps(result))
         return 0
     set_torch_threads(args.torch_threads)
-    pipeline_settings = {"redetect_every": args.redetect_every, "smoothing": args.smoothing,
-                         "min_quality": args.min_quality, "max_faces": args.max_faces}
+    pipeline_settings = {name: getattr(args, name) for name in settings_of(PipelineConfig)}
     live = LiveSettings(model=args.model, speed=args.speed, warmup_frames=args.warmup_frames,
                         node_running=args.node_running, namespace=args.node_namespace,
                         startup_timeout=args.startup_timeout, drain_timeout=args.drain_timeout, storage=args.storage,

@@ -21,6 +21,7 @@ import numpy as np
 from emodan_ros.faces.crop import box_from_landmarks
 from emodan_ros.faces.detector import FaceDetector
 from emodan_ros.faces.boxes import inside_fraction, iou_matrix
+from emodan_ros.faces.config import PipelineConfig
 from emodan_ros.faces.tracker import FaceTracker
 
 # Below this size (px) a box gives the model too few pixels to say anything.
@@ -83,21 +84,12 @@ class PipelineCounters:
 class EmotionPipeline:
     """Detector + tracker + predictor for a stream of frames of one camera."""
 
-    def __init__(
-        self,
-        predictor: PredictorLike,
-        detector: FaceDetector,
-        redetect_every: int = 5,
-        min_quality: float = 0.3,
-        max_faces: int = 8,
-        iou_threshold: float = 0.3,
-        max_missed: int = 5,
-        smoothing: float = 0.0,
-    ) -> None:
+    def __init__(self, predictor: PredictorLike, detector: FaceDetector,
+                 config: PipelineConfig = PipelineConfig()) -> None:
         self.predictor = predictor
         self.detector = detector
-        self.tracker = FaceTracker(iou_threshold, max_missed, smoothing)
-        self.configure(redetect_every=redetect_every, min_quality=min_quality, max_faces=max_faces)
+        self.config = config
+        self.tracker = FaceTracker(config.iou_threshold, config.max_missed, config.smoothing)
         self.stats = FrameStats()
         self.counters = PipelineCounters()
         self._since_detect = 0
@@ -107,34 +99,17 @@ class EmotionPipeline:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.predictor.class_names)
 
-    def configure(self, *, redetect_every: int | None = None, min_quality: float | None = None,
-                  max_faces: int | None = None, iou_threshold: float | None = None,
-                  max_missed: int | None = None, smoothing: float | None = None) -> None:
-        """Change settings between frames (validated; a bad value raises ValueError and changes nothing)."""
-        if redetect_every is not None and redetect_every < 1:
-            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
-        if min_quality is not None and not 0.0 <= min_quality <= 1.0:
-            raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
-        if max_faces is not None and max_faces < 1:
-            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
-        if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        if max_missed is not None and max_missed < 0:
-            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
-        if smoothing is not None and not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-        if redetect_every is not None:
-            self.redetect_every = int(redetect_every)
-        if min_quality is not None:
-            self.min_quality = float(min_quality)
-        if max_faces is not None:
-            self.max_faces = int(max_faces)
-        if iou_threshold is not None:
-            self.tracker.iou_threshold = float(iou_threshold)
-        if max_missed is not None:
-            self.tracker.max_missed = int(max_missed)
-        if smoothing is not None:
-            self.tracker.smoothing = float(smoothing)
+    def configure(self, **changes: Any) -> None:
+        """Change settings (validated: a bad value raises ValueError and changes nothing).
+
+        Not thread-safe against :meth:`process`: callers on other threads apply changes between
+        frames (the node queues them for its worker).
+        """
+        config = self.config.replace(**changes)
+        self.config = config
+        self.tracker.iou_threshold = config.iou_threshold
+        self.tracker.max_missed = config.max_missed
+        self.tracker.smoothing = config.smoothing
 
     def reset(self) -> None:
         """Forget all faces (e.g. the stream jumped: bag loop, camera switch)."""
@@ -163,7 +138,7 @@ class EmotionPipeline:
         height, width = image_bgr.shape[:2]
         self.counters.frames += 1
         followed, ones = self._followed(width, height)
-        detect = self._need_detect or len(followed) == 0 or self._since_detect + 1 >= self.redetect_every
+        detect = self._need_detect or len(followed) == 0 or self._since_detect + 1 >= self.config.redetect_every
         detect_ms = 0.0
         unconfirmed = False
         if detect:
@@ -184,9 +159,9 @@ class EmotionPipeline:
         else:
             self._since_detect += 1
             boxes, scores = followed, ones
-        if len(boxes) > self.max_faces:
+        if len(boxes) > self.config.max_faces:
             self.counters.capped_frames += 1
-            boxes, scores = boxes[: self.max_faces], scores[: self.max_faces]
+            boxes, scores = boxes[: self.config.max_faces], scores[: self.config.max_faces]
         ids = self.tracker.update(boxes, scores)
         self._need_detect = unconfirmed
         results: list[FaceResult] = []
@@ -200,7 +175,7 @@ class EmotionPipeline:
             quality = np.asarray(out.quality, np.float32).reshape(-1)
             for i, face_id in enumerate(ids):
                 lm_box = box_from_landmarks(landmarks[i]).astype(np.float32)
-                trusted = bool(quality[i] >= self.min_quality) and \
+                trusted = bool(quality[i] >= self.config.min_quality) and \
                     min(lm_box[2] - lm_box[0], lm_box[3] - lm_box[1]) >= MIN_BOX_SIDE
                 if trusted:
                     self.tracker.set_box(face_id, lm_box)

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.config import PipelineConfig
+
+_DEFAULTS = PipelineConfig()
 
 
 def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -52,16 +55,12 @@ class FaceTracker:
     ``smoothing`` is the EMA weight of the past (0 = off, 0.9 = slow): ``s = a*s + (1-a)*p``.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, smoothing: float = 0.0) -> None:
-        if not 0.0 < iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        if max_missed < 0:
-            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-        self.iou_threshold = float(iou_threshold)
-        self.max_missed = int(max_missed)
-        self.smoothing = float(smoothing)
+    def __init__(self, iou_threshold: float = _DEFAULTS.iou_threshold, max_missed: int = _DEFAULTS.max_missed,
+                 smoothing: float = _DEFAULTS.smoothing) -> None:
+        checked = PipelineConfig(iou_threshold=iou_threshold, max_missed=max_missed, smoothing=smoothing)
+        self.iou_threshold = checked.iou_threshold
+        self.max_missed = checked.max_missed
+        self.smoothing = checked.smoothing
         self._tracks: dict[int, Track] = {}
         self._next_id = 1
 

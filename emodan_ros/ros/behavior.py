@@ -19,7 +19,13 @@ Usage in a behaviour node::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
+    from std_msgs.msg import Header
+
+    from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
 
 
 @dataclass
@@ -117,7 +123,7 @@ class EmotionMemory:
         return max(current, key=lambda f: (f.box_area, -f.face_id), default=None)
 
 
-def _stamp_seconds(header: Any) -> float:
+def _stamp_seconds(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
@@ -128,7 +134,7 @@ class EmotionListener:
     box areas are applied by face id, so a missing landmarks message only affects prominence.
     """
 
-    def __init__(self, node: Any, emotions_topic: str = "emotions", landmarks_topic: str = "landmarks",
+    def __init__(self, node: Node, emotions_topic: str = "emotions", landmarks_topic: str = "landmarks",
                  on_change: Callable[[EmotionChange], None] | None = None, **memory_kwargs: Any) -> None:
         from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
 
@@ -142,10 +148,10 @@ class EmotionListener:
         """The node's clock in seconds (sim time when use_sim_time is set), comparable with stamps."""
         return self.node.get_clock().now().nanoseconds * 1e-9
 
-    def _on_landmarks(self, msg: Any) -> None:
+    def _on_landmarks(self, msg: FaceLandmarksArray) -> None:
         self._areas = {f.face_id: float(f.box_width * f.box_height) for f in msg.faces}
 
-    def _on_emotions(self, msg: Any) -> None:
+    def _on_emotions(self, msg: EmotionStateArray) -> None:
         observations = [(s.face_id, dict(zip(s.class_names, (float(p) for p in s.probabilities))))
                         for s in msg.states]
         self.memory.update(_stamp_seconds(msg.header), observations, self._areas)
@@ -163,7 +169,7 @@ def main(args: list[str] | None = None) -> None:
     from rclpy.signals import SignalHandlerOptions
     from std_msgs.msg import String
 
-    from emodan_ros.ros.node import spin_until, stop_on_signals
+    from emodan_ros.ros.runtime import spin_until, stop_on_signals
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = stop_on_signals()

@@ -29,6 +29,8 @@ from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
 from emodan_ros.ros.bag_bridge import to_rclpy
 from emodan_ros.ros.process import NodeProcess, use_fastdds_profile
 
+OutputMessage = EmotionStateArray | FaceLandmarksArray | Image
+
 
 def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
@@ -49,7 +51,7 @@ class LiveCamera:
         self.image_topic = f"{base}/image/compressed" if compressed else f"{base}/image"
         self.emotions_topic, self.landmarks_topic = f"{base}/emotions", f"{base}/landmarks"
         self.msg_cls = CompressedImage if compressed else Image
-        self.received: list[tuple[str, int, Any]] = []
+        self.received: list[tuple[str, int, OutputMessage]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sent: set[int] = set()
@@ -78,8 +80,8 @@ class LiveCamera:
             raise
 
     # ------------------------------------------------------------------------------ plumbing
-    def _keep(self, kind: str) -> Callable[[Any], None]:
-        def callback(msg: Any) -> None:
+    def _keep(self, kind: str) -> Callable[[OutputMessage], None]:
+        def callback(msg: OutputMessage) -> None:
             with self._lock:
                 self.received.append((kind, time.time_ns(), msg))
         return callback
@@ -126,7 +128,7 @@ class LiveCamera:
                 log_to.write_text("".join(self.node_proc.log))
 
     # ------------------------------------------------------------------------------ frames
-    def image_message(self, frame_bgr: np.ndarray, frame_id: str = "camera") -> Any:
+    def image_message(self, frame_bgr: np.ndarray, frame_id: str = "camera") -> Image:
         """An rclpy Image of a BGR frame (raw transport)."""
         msg = encode_image(frame_bgr, "bgr8", Image)
         msg.header.frame_id = frame_id
@@ -195,7 +197,7 @@ class LiveCamera:
             time.sleep(0.05)
 
     # ------------------------------------------------------------------------------ results
-    def outputs(self, kind: str = "emotions") -> dict[int, tuple[int, Any]]:
+    def outputs(self, kind: str = "emotions") -> dict[int, tuple[int, OutputMessage]]:
         """{header stamp: (receive ns, message)} of one output kind."""
         with self._lock:
             return {stamp_ns(m.header): (r, m) for k, r, m in self.received if k == kind}

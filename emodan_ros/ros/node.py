@@ -6,143 +6,51 @@ pipeline and publishes. The executor thread therefore stays free for parameters,
 diagnostics timer and new images, however slow the model is.
 
 Coordinates in the published messages follow the message convention (origin at the top-left
-corner of the top-left pixel); the pipeline works with OpenCV pixel centres, hence the +0.5.
+corner of the top-left pixel); the pipeline works with OpenCV pixel centres; ``io.messages`` converts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from emodan_ros.compat import DEFAULT_MODEL_NAME, default_model_path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
-from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
-
-from emodan_ros.model.device import DEVICES, PRECISIONS
-from emodan_ros.faces.detector import DETECTOR_NAMES, DetectorError, make_detector
+from emodan_ros.compat import DEFAULT_MODEL_NAME, default_model_path
+from emodan_ros.faces.config import PipelineConfig
+from emodan_ros.faces.detector import DetectorError, make_detector
+from emodan_ros.faces.pipeline import EmotionPipeline, FaceResult, PredictorLike
 from emodan_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
-from emodan_ros.faces.pipeline import EmotionPipeline, FaceResult
+from emodan_ros.io.messages import MessageTypes, emotions_message, landmarks_message, stamp_ns
+from emodan_ros.model.predictor import Predictor
+from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
+from emodan_ros.ros.params import PARAMS, PIPELINE_PARAMS, descriptor, invalid_reason
+from emodan_ros.ros.runtime import spin_until, stop_on_signals
 
-RELIABILITIES = ("best_effort", "reliable")
-# Pipeline settings that may change while the node runs.
-DYNAMIC_PIPELINE = ("redetect_every", "min_quality", "max_faces", "iou_threshold", "max_missed", "smoothing")
+MESSAGES = MessageTypes(FaceLandmarks, FaceLandmarksArray, EmotionState, EmotionStateArray)
 
 
 class ModelNotFoundError(RuntimeError):
     """No model file to load and random weights not allowed: the node must not start."""
 
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default, description, range or choices, and whether it is fixed at start."""
-
-    default: Any
-    description: str
-    read_only: bool = False
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-
-
-PARAMS: dict[str, ParamSpec] = {
-    "compressed": ParamSpec(False, "Subscribe to `image/compressed` (sensor_msgs/CompressedImage) "
-                            "instead of `image` (sensor_msgs/Image).", read_only=True),
-    "qos_reliability": ParamSpec("best_effort", "Reliability of the image subscription: best_effort "
-                                 "(sensor-data profile, what cameras publish) or reliable.", read_only=True,
-                                 choices=RELIABILITIES),
-    "qos_depth": ParamSpec(5, "History depth of the image subscription (keep last).", read_only=True,
-                           low=1, high=100),
-    "model_path": ParamSpec("", "Model checkpoint (.pt). Empty: the package's default model "
-                            "(share/emodan_ros/models/emodan_default.pt).", read_only=True),
-    "allow_random_model": ParamSpec(False, "With no model file found, run an UNTRAINED random model "
-                                    "instead of refusing to start. Outputs are meaningless: for plumbing "
-                                    "tests and speed benchmarks only.", read_only=True),
-    "device": ParamSpec("auto", "Inference device: auto (CUDA when available), cuda or cpu.",
-                        read_only=True, choices=DEVICES),
-    "precision": ParamSpec("auto", "Inference precision: auto (fp16 on CUDA, bf16 on CPU when faster), "
-                           "fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
-    "flip_average": ParamSpec(False, "Also run each face mirrored (in the same batch) and average both "
-                              "answers: a face and its mirror image get the same emotion, accuracy +0.7 "
-                              "points and landmark error -1% relative, for twice the network work (+5 ms per "
-                              "frame with one face on a 2-core CPU, but 1 -> 8 faces grows 4.2x instead of "
-                              "3x there).", read_only=True),
-    "torch_threads": ParamSpec(1, "CPU threads for PyTorch (0 = PyTorch's default, all cores). One thread "
-                               "is the default: the per-frame batch is small, and on a CPU shared with other "
-                               "nodes a second thread made inference up to 50x slower here.", read_only=True,
-                               low=0, high=256),
-    "detector": ParamSpec("haar", "Face detector: haar (OpenCV cascade, built in), dlib (needs "
-                          "`pip install dlib-bin`) or yunet (needs detector_model_path).", read_only=True,
-                          choices=DETECTOR_NAMES),
-    "detector_model_path": ParamSpec("", "Model file of the yunet detector (ONNX).", read_only=True),
-    "detector_max_side": ParamSpec(320, "The detector sees the frame downscaled to this longer side [px] "
-                                   "(0 = full size). Haar needs faces of about 40 px at that size.",
-                                   read_only=True, low=0, high=8192),
-    "detector_min_face_fraction": ParamSpec(0.08, "Smallest face the detector looks for, as a fraction of "
-                                            "the shorter image side.", read_only=True, low=0.0, high=1.0),
-    "redetect_every": ParamSpec(5, "Run the detector every N processed frames; faces are followed by "
-                                "their landmarks in between (1 = detect every frame).", low=1, high=1000),
-    "min_quality": ParamSpec(0.3, "Landmark quality below which a face is re-detected in the next frame.",
-                             low=0.0, high=1.0),
-    "max_faces": ParamSpec(8, "At most this many faces per frame (the largest are kept).", low=1, high=100),
-    "iou_threshold": ParamSpec(0.3, "Box overlap (IoU) for a face to keep its id between frames.",
-                               low=0.01, high=1.0),
-    "max_missed": ParamSpec(5, "Frames a face may go unseen before its id is forgotten.", low=0, high=1000),
-    "smoothing": ParamSpec(0.5, "Emotion smoothing per face: weight of the past in an exponential moving "
-                           "average (0 = off, 0.9 = slow).", low=0.0, high=0.99),
-    "publish_debug_image": ParamSpec(True, "Publish the annotated `debug_image` (only while it has "
-                                     "subscribers)."),
-    "max_image_pixels": ParamSpec(40_000_000, "Frames with more pixels than this are refused before any "
-                                  "allocation (counted as bad input).", low=1, high=1_000_000_000),
-    "diagnostics_period": ParamSpec(1.0, "Seconds between /diagnostics messages.", read_only=True,
-                                    low=0.1, high=60.0),
-    "latency_warn_ms": ParamSpec(250.0, "Diagnostics warn when the median latency (image stamp to "
-                                 "publication) passes this [ms].", low=1.0, high=60_000.0),
-    "drop_warn_ratio": ParamSpec(0.5, "Diagnostics warn when this fraction of incoming frames was "
-                                 "dropped in a period.", low=0.0, high=1.0),
-}
-
-
-def _descriptor(name: str, spec: ParamSpec) -> ParameterDescriptor:
-    text = spec.description
-    if spec.choices:
-        text += f" One of: {', '.join(spec.choices)}."
-    d = ParameterDescriptor(name=name, description=text, read_only=spec.read_only)
-    if spec.low is not None and not isinstance(spec.default, bool):
-        if isinstance(spec.default, int):
-            d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)]
-        elif isinstance(spec.default, float):
-            d.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
-                                                         to_value=float(spec.high), step=0.0)]
-    return d
-
-
 def load_predictor(model_path: str, allow_random: bool, device: str, precision: str,
-                   flip_average: bool = False) -> Any:
+                   flip_average: bool = False) -> Predictor:
     """Predictor from the given path, else the package default, else (only if allowed) random weights."""
-    from emodan_ros.model.predictor import Predictor
-
     if model_path:
         if not Path(model_path).is_file():
             raise ModelNotFoundError(f"model_path {model_path!r} does not exist")
@@ -178,12 +86,13 @@ class EmotionNode(Node):
     object (anything with the Predictor interface).
     """
 
-    def __init__(self, node_name: str = "emotion_node", *, predictor: Any = None, **kwargs: Any) -> None:
+    def __init__(self, node_name: str = "emotion_node", *, predictor: PredictorLike | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, spec in PARAMS.items():
-            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+            self.declare_parameter(name, spec.default, descriptor(name, spec))
         p = {name: self.get_parameter(name).value for name in PARAMS}
-        problem = self._validate(p)
+        problem = invalid_reason(p)
         if problem:
             raise ValueError(problem)
         if p["torch_threads"] > 0:
@@ -196,7 +105,8 @@ class EmotionNode(Node):
                                  model_path=p["detector_model_path"],
                                  min_face_fraction=p["detector_min_face_fraction"])
         self.pipeline = EmotionPipeline(self.predictor, detector,
-                                        **{k: p[k] for k in DYNAMIC_PIPELINE})
+                                        PipelineConfig(**{k: p[k] for k in PIPELINE_PARAMS}))
+        self._next_config: PipelineConfig | None = None  # a run-time change, applied between frames
         self.class_names = [str(c) for c in self.predictor.class_names]
         self._publish_debug = bool(p["publish_debug_image"])
         self._max_pixels = int(p["max_image_pixels"])
@@ -224,7 +134,7 @@ class EmotionNode(Node):
         self._window = _Window()
         self._stats_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._pending: Any = None
+        self._pending: Image | CompressedImage | None = None
         self._stop = False
         self._last_warn: dict[str, float] = {}
         self._worker = threading.Thread(target=self._work, name="emotion_inference", daemon=True)
@@ -236,28 +146,20 @@ class EmotionNode(Node):
             f"detector {p['detector']}, input {self.image_sub.topic_name}")
 
     # ----------------------------------------------------------------------------- parameters
-    @staticmethod
-    def _validate(p: dict[str, Any]) -> str:
-        """Reason why this parameter set is unusable, '' when fine (ranges are checked by rclpy)."""
-        for name, spec in PARAMS.items():
-            if spec.choices and name in p and p[name] not in spec.choices:
-                return f"{name} must be one of {', '.join(spec.choices)}, got {p[name]!r}"
-        if p.get("detector") == "yunet" and not p.get("detector_model_path"):
-            return "detector 'yunet' needs detector_model_path (its ONNX file)"
-        return ""
-
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate a run-time change as a whole; apply it only when every value is acceptable."""
         # rclpy has already refused read-only parameters, wrong types and values out of range.
         changes = {prm.name: prm.value for prm in params}
-        reason = self._validate(changes)
+        reason = invalid_reason(changes)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
-        pipeline_changes = {k: v for k, v in changes.items() if k in DYNAMIC_PIPELINE}
-        try:
-            self.pipeline.configure(**pipeline_changes)
-        except ValueError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+        pipeline_changes = {k: v for k, v in changes.items() if k in PIPELINE_PARAMS}
+        if pipeline_changes:
+            with self._cond:  # the worker may be inside pipeline.process: it applies the change next frame
+                try:
+                    self._next_config = (self._next_config or self.pipeline.config).replace(**pipeline_changes)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
         self._publish_debug = bool(changes.get("publish_debug_image", self._publish_debug))
         self._max_pixels = int(changes.get("max_image_pixels", self._max_pixels))
         self._latency_warn = float(changes.get("latency_warn_ms", self._latency_warn))
@@ -265,7 +167,7 @@ class EmotionNode(Node):
         return SetParametersResult(successful=True)
 
     # ----------------------------------------------------------------------------- input
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         """Park the newest frame for the worker; a frame it replaces is dropped (and counted)."""
         with self._cond:
             replaced = self._pending is not None
@@ -284,7 +186,7 @@ class EmotionNode(Node):
             self._last_warn[key] = now
             self.get_logger().warning(text)
 
-    def _decode(self, msg: Any) -> np.ndarray | None:
+    def _decode(self, msg: Image | CompressedImage) -> np.ndarray | None:
         """BGR pixels of the message, or None (logged, counted) when it is malformed."""
         try:
             return decode_image(msg, max_pixels=self._max_pixels)
@@ -305,6 +207,9 @@ class EmotionNode(Node):
                 if self._stop:
                     return
                 msg, self._pending = self._pending, None
+                config, self._next_config = self._next_config, None
+            if config is not None:
+                self.pipeline.configure(**dataclasses.asdict(config))
             try:
                 self._process(msg)
             except Exception as exc:  # the node must survive anything one frame can do
@@ -312,17 +217,16 @@ class EmotionNode(Node):
                     self.counts["errors"] += 1
                 self._warn_throttled("error", f"frame failed: {type(exc).__name__}: {exc}")
 
-    def _process(self, msg: Any) -> None:
+    def _process(self, msg: Image | CompressedImage) -> None:
         t0 = time.perf_counter()
         image = self._decode(msg)
         if image is None:
             return
         faces = self.pipeline.process(image)
         height, width = image.shape[:2]
-        self.landmarks_pub.publish(self._landmarks_msg(msg.header, faces, width, height))
-        self.emotions_pub.publish(self._emotions_msg(msg.header, faces))
-        stamp = msg.header.stamp
-        latency = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
+        self.landmarks_pub.publish(landmarks_message(MESSAGES, msg.header, faces, width, height))
+        self.emotions_pub.publish(emotions_message(MESSAGES, msg.header, faces, self.class_names))
+        latency = (self.get_clock().now().nanoseconds - stamp_ns(msg.header)) / 1e6
         process_ms = (time.perf_counter() - t0) * 1000.0
         if self._publish_debug and self.debug_pub.get_subscription_count() > 0:
             self.debug_pub.publish(self._debug_msg(msg.header, image, faces))
@@ -334,29 +238,7 @@ class EmotionNode(Node):
             self._window.process_ms.append(process_ms)
 
     # ----------------------------------------------------------------------------- output
-    def _landmarks_msg(self, header: Any, faces: list[FaceResult], width: int, height: int) -> FaceLandmarksArray:
-        out = FaceLandmarksArray(header=header)
-        for f in faces:
-            box = f.box.astype(np.float64) + 0.5
-            lm = (f.landmarks.astype(np.float64) + 0.5).reshape(-1)
-            out.faces.append(FaceLandmarks(
-                header=header, face_id=f.face_id, box_x=float(box[0]), box_y=float(box[1]),
-                box_width=float(max(box[2] - box[0], 0.0)), box_height=float(max(box[3] - box[1], 0.0)),
-                detection_score=float(f.score), landmarks=lm.astype(np.float32).tolist(),
-                image_width=width, image_height=height, quality=float(f.quality)))
-        return out
-
-    def _emotions_msg(self, header: Any, faces: list[FaceResult]) -> EmotionStateArray:
-        out = EmotionStateArray(header=header)
-        for f in faces:
-            top = int(np.argmax(f.probs))
-            out.states.append(EmotionState(
-                header=header, face_id=f.face_id, emotion=self.class_names[top],
-                probability=float(f.probs[top]), class_names=self.class_names,
-                probabilities=[float(v) for v in f.probs], smoothed=bool(f.smoothed)))
-        return out
-
-    def _debug_msg(self, header: Any, image: np.ndarray, faces: list[FaceResult]) -> Image:
+    def _debug_msg(self, header: Header, image: np.ndarray, faces: list[FaceResult]) -> Image:
         import cv2
 
         canvas = image.copy()
@@ -428,25 +310,6 @@ class EmotionNode(Node):
     def destroy_node(self) -> None:
         self.close()
         super().destroy_node()
-
-
-def stop_on_signals() -> threading.Event:
-    """An event that SIGINT and SIGTERM set (install it before building the node: no signal is lost).
-
-    rclpy's own signal handling (the rclpy.init default) left about one run in ten hanging in
-    ``executor.spin()`` after SIGTERM on these machines, so the nodes take the signals themselves
-    (``rclpy.init(signal_handler_options=SignalHandlerOptions.NO)``) and spin in short waits.
-    """
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
-def spin_until(executor: Any, stop: threading.Event, poll_s: float = 0.1) -> None:
-    """Spin until ``stop`` is set or the context is shut down."""
-    while not stop.is_set() and executor.context.ok():
-        executor.spin_once(timeout_sec=poll_s)
 
 
 def main(args: list[str] | None = None) -> None:
