@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from emodan_ros.bench import measure as bench_measure
 from emodan_ros.bench import peers as bench
+from emodan_ros.bench import report as bench_report
 from emodan_ros.model.checkpoint import save_checkpoint
 from emodan_ros.faces.classes import FERPLUS_CLASSES
 from emodan_ros.model.dan import DANConfig, EmotionalDAN, default_mean_shape
@@ -106,7 +108,7 @@ def test_ratios_are_against_the_peer_of_the_same_run(report: dict) -> None:
 
 
 def test_outputs_are_written(report: dict, fixtures: dict[str, Path]) -> None:
-    paths = bench.write_outputs(report, fixtures["root"] / "out")
+    paths = bench_report.write_outputs(report, fixtures["root"] / "out")
     data = json.loads(paths["json"].read_text())
     assert _names(data["emotion"]) == _names(report["emotion"])
     text = paths["markdown"].read_text()
@@ -149,7 +151,7 @@ def test_shared_class_accuracy_ignores_classes_a_peer_lacks() -> None:
 
 def test_time_calls_orders_quantiles_and_counts_calls() -> None:
     calls = []
-    timing = bench.time_calls(lambda: calls.append(1), repeats=5, warmup=2)
+    timing = bench_measure.time_calls(lambda: calls.append(1), repeats=5, warmup=2)
     assert timing.calls == 5 and len(calls) == 7
     assert timing.p25_ms <= timing.median_ms <= timing.p75_ms
 

@@ -77,11 +77,11 @@ def test_heatmap_is_one_on_landmarks_and_falls_with_distance() -> None:
     assert heatmap[9, 24] == pytest.approx(1 / (1 + math.hypot(4, 1)), rel=1e-5)  # nearest is the second
 
 
-def test_inter_ocular_distance_uses_eye_centres() -> None:
+def test_inter_pupil_distance_uses_eye_centres() -> None:
     points = torch.zeros(68, 2)
     points[36:42] = torch.tensor([10.0, 0.0])
     points[42:48] = torch.tensor([40.0, 4.0])
-    assert float(geometry.inter_ocular_distance(points)) == pytest.approx(math.hypot(30, 4))
+    assert float(geometry.inter_pupil_distance(points)) == pytest.approx(math.hypot(30, 4))
 
 
 def test_crop_matrix_centres_the_shifted_box_and_scales_it() -> None:

@@ -154,3 +154,11 @@ def test_emotion_launch_starts_the_node_on_a_real_ros_install() -> None:
         out, _ = proc.communicate(timeout=20)
     # without a default model the node refuses to start with its clear message; with one it runs
     assert "emotion_node ready" in out or "cannot start" in out
+
+
+@pytest.mark.skipif(not HAS_MSGS, reason="needs rclpy and the built package: run `make test`")
+def test_readme_parameter_table_is_the_schema() -> None:
+    """README's table is generated from the parameter schema (`python -m emodan_ros.ros.params`)."""
+    from emodan_ros.ros.params import markdown_table
+
+    assert markdown_table() in (ROOT / "README.md").read_text()

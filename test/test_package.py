@@ -90,12 +90,24 @@ def test_package_xml_is_valid_with_rosdep_keys() -> None:
     assert pkg.get_build_type() == "ament_cmake"
     depends = {d.name for d in pkg.build_depends + pkg.exec_depends + pkg.buildtool_depends}
     assert {
-        "rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs", "builtin_interfaces",
+        "rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces", "rcl_interfaces",
         "cv_bridge", "launch", "launch_ros", "python3-opencv", "python3-numpy", "python3-yaml", "python3-torch",
         "rosidl_default_generators", "rosidl_default_runtime",
     } <= depends
     assert "launch_pytest" in {d.name for d in pkg.test_depends}
     assert "rosidl_interface_packages" in {g.name for g in pkg.member_of_groups}
+    # Every ROS package the code imports is declared, and no message package is declared unused.
+    imported = set()
+    for path in (REPO / "emodan_ros").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from"):
+                imported.add(words[1].split(".")[0])
+    ros_imported = {m for m in imported if m.endswith("_msgs") or m.endswith("_interfaces")
+                    or m in ("rclpy", "ament_index_python", "cv_bridge")}
+    assert ros_imported <= depends, ros_imported - depends
+    declared_msgs = {d for d in depends if d.endswith("_msgs")}
+    assert declared_msgs <= ros_imported | {"builtin_interfaces"}, declared_msgs - ros_imported
 
 
 _WITHOUT_ROS = textwrap.dedent(

@@ -1,5 +1,6 @@
 """The training script end to end on tiny generated data (never the research datasets)."""
 
+import re
 from pathlib import Path
 
 import cv2
@@ -199,3 +200,14 @@ def test_the_paper_size_config_trains_the_papers_network() -> None:
     network = config.model_config()
     assert (network.input_size, network.num_stages, network.width, network.convs_per_block) == (224, 2, 1.0, 2)
     assert config.ferplus_train and config.landmark_dirs and config.scheme == "crossentropy"
+
+
+def test_set_values_are_typed_at_parse_time() -> None:
+    """`--set lr=1e-3` (YAML reads it as a string) becomes a float; a wrong type fails now, by name."""
+    config = TrainConfig.from_sources(None, ["lr=1e-3", "weight_decay=0", "epochs=3", "ferplus_train=x"])
+    assert isinstance(config.lr, float) and config.lr == pytest.approx(1e-3)
+    assert isinstance(config.weight_decay, float) and config.epochs == [3]
+    for bad, name in (("lr=fast", "lr"), ("batch_size=6.5", "batch_size"), ("epochs=[2, x]", "epochs[1]"),
+                      ("seed=true", "seed"), ("model=3", "model")):
+        with pytest.raises(ValueError, match=re.escape(f"training option {name} must be")):
+            TrainConfig.from_sources(None, [bad, "ferplus_train=x"])

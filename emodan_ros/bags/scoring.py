@@ -155,10 +155,7 @@ def timing(frames: list[Frame], sent_stamps: Sequence[int] | None) -> dict[str, 
 
 def plot_timeline(records: Sequence[Record], class_names: Sequence[str], path: Path) -> None:
     """Per frame: probability of each class for the scored face, and the true / predicted class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from emodan_ros.evaluation.plots import new_figure
 
     rows = [r for r in records if r.stamp_ns is not None]
     if not rows:
@@ -166,7 +163,7 @@ def plot_timeline(records: Sequence[Record], class_names: Sequence[str], path: P
     t0 = rows[0].stamp_ns
     t = np.array([(r.stamp_ns - t0) / 1e9 for r in rows])
     probs = np.array([r.probs if r.probs is not None else np.full(len(class_names), np.nan) for r in rows])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    fig, (top, bottom) = new_figure(2, 1, figsize=(11, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     for j, name in enumerate(class_names):
         top.plot(t, probs[:, j], lw=1, label=name)
     top.set_ylabel("probability")
@@ -187,4 +184,3 @@ def plot_timeline(records: Sequence[Record], class_names: Sequence[str], path: P
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

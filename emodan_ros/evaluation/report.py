@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import cv2
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from emodan_ros.model import geometry  # noqa: E402
-from emodan_ros.faces.crop import CROP_SCALE, crop_matrix, to_gray  # noqa: E402
-from emodan_ros.model.dan import standardize  # noqa: E402
-from emodan_ros.evaluation.metrics import cumulative_error_curve, nme  # noqa: E402
-from emodan_ros.training.plots import plot_confusion  # noqa: E402
+from emodan_ros.model import geometry
+from emodan_ros.faces.crop import CROP_SCALE, crop_matrix, to_gray
+from emodan_ros.model.dan import standardize
+from emodan_ros.evaluation.metrics import cumulative_error_curve, nme
+from emodan_ros.evaluation.plots import new_figure, plot_confusion
 
 
 def gradcam(model: torch.nn.Module, crops: np.ndarray, targets: Sequence[int]) -> np.ndarray:
@@ -107,7 +103,7 @@ def plot_saliency(records: Sequence[Any], pred: np.ndarray, predictor: Any,
         return False
     cams = gradcam(predictor.model, np.stack(crops), [int(pred[c[2]]) for c in keep])
     rows = len(chosen)
-    fig, axes = plt.subplots(rows, 2 * per_class, figsize=(2.0 * 2 * per_class, 2.2 * rows), squeeze=False)
+    fig, axes = new_figure(rows, 2 * per_class, figsize=(2.0 * 2 * per_class, 2.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for (row, col, i, correct), crop, matrix, cam in zip(keep, crops, matrices, cams):
@@ -126,14 +122,13 @@ def plot_saliency(records: Sequence[Any], pred: np.ndarray, predictor: Any,
                  f"left {per_class}: correct, right {per_class}: wrong)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True
 
 
 def plot_per_class(per_class: dict[str, dict[str, float]], path: Path) -> None:
     names = list(per_class)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.4))
+    fig, ax = new_figure(figsize=(1.2 + 0.9 * len(names), 3.4))
     for k, key in enumerate(("precision", "recall", "f1")):
         ax.bar(x + (k - 1) * 0.27, [per_class[n][key] for n in names], 0.27, label=key)
     ax.set_xticks(x, [f"{n}\n(n={per_class[n]['n']})" for n in names], fontsize=8)
@@ -143,12 +138,11 @@ def plot_per_class(per_class: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_title("per-class precision / recall / F1")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_ced(errors: np.ndarray, path: Path, threshold: float = 0.08) -> None:
     thresholds, fraction = cumulative_error_curve(errors, threshold)
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = new_figure(figsize=(4.5, 3.4))
     ax.plot(thresholds * 100, fraction)
     ax.set_xlabel("NME, inter-ocular (%)")
     ax.set_ylabel("fraction of faces")
@@ -157,7 +151,6 @@ def plot_ced(errors: np.ndarray, path: Path, threshold: float = 0.08) -> None:
     ax.set_title(f"cumulative error (n={len(errors)})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _fmt(value: Any) -> str:

@@ -5,7 +5,7 @@ float32 in 0..1, both sorted by box area, largest (most prominent) face first.
 
 The boxes are *landmark-bbox equivalent*: each detector's raw box is mapped, by a fixed
 per-detector calibration, onto the box that the 68 landmarks of that face would span. The
-Predictor crops 1.6x around the box it is given, the convention its training crops follow, and
+Predictor crops around the box it is given (``crop.CROP_SCALE``), the convention its training crops follow, and
 the tracker compares detector boxes with landmark boxes by IoU; both need the same convention.
 The calibrations were measured on the 300-W AFW images (median over matched faces, see
 ``_HAAR_CAL`` and friends); they are fixed constants, no data is read at run time.

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from emodan_ros.faces.classes import canonical_name, class_mapping
+from emodan_ros.faces.pipeline import FaceResult
 
 HALF_PIXEL = 0.5
 N_LANDMARKS = 68
@@ -29,18 +30,6 @@ EMOTION_TYPE = "emodan_ros/msg/EmotionState"
 EMOTIONS_TYPE = "emodan_ros/msg/EmotionStateArray"
 FACE_TYPE = "emodan_ros/msg/FaceLandmarks"
 LANDMARKS_TYPE = "emodan_ros/msg/FaceLandmarksArray"
-
-
-class FaceLike(Protocol):
-    """What a conversion needs of a face (``faces.pipeline.FaceResult`` has it)."""
-
-    face_id: int
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray
-    quality: float
-    probs: np.ndarray
-    smoothed: bool
 
 
 @dataclass
@@ -112,7 +101,7 @@ def state_message(types: MessageTypes, header: Any, face_id: int, probs: np.ndar
                        probabilities=types.floats(probs), smoothed=bool(smoothed))
 
 
-def landmarks_message(types: MessageTypes, header: Any, faces: Sequence[FaceLike], width: int,
+def landmarks_message(types: MessageTypes, header: Any, faces: Sequence[FaceResult], width: int,
                       height: int) -> Any:
     """``FaceLandmarksArray`` of one frame."""
     return types.faces(header=header, faces=[
@@ -120,7 +109,7 @@ def landmarks_message(types: MessageTypes, header: Any, faces: Sequence[FaceLike
         for f in faces])
 
 
-def emotions_message(types: MessageTypes, header: Any, faces: Sequence[FaceLike],
+def emotions_message(types: MessageTypes, header: Any, faces: Sequence[FaceResult],
                      class_names: Sequence[str]) -> Any:
     """``EmotionStateArray`` of one frame."""
     return types.states(header=header, states=[

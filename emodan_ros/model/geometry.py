@@ -81,8 +81,9 @@ def unit_to_pixels(points: torch.Tensor, size: int) -> torch.Tensor:
     return points * size - 0.5
 
 
-def inter_ocular_distance(points: torch.Tensor) -> torch.Tensor:
-    """Distance between the eye centres (mean of points 36-41 and 42-47), as EmotionalDAN normalises."""
+def inter_pupil_distance(points: torch.Tensor) -> torch.Tensor:
+    """Distance between the eye centres (means of points 36-41 and 42-47): the inter-pupil distance of
+    ``evaluation.metrics``, which EmotionalDAN normalises its loss by (not the inter-ocular corners)."""
     right = points[..., 36:42, :].mean(dim=-2)
     left = points[..., 42:48, :].mean(dim=-2)
     return (left - right).norm(dim=-1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from emodan_ros.model.dan import DANOutput
-from emodan_ros.model.geometry import inter_ocular_distance
+from emodan_ros.model.geometry import inter_pupil_distance
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class LossConfig:
 
 
 def landmark_nme(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean point error over the eye-centre distance of the truth. (B, 68, 2) -> (B,)."""
+    """Per-sample mean point error over the truth's eye-centre (inter-pupil) distance. (B, 68, 2) -> (B,)."""
     error = (predicted - truth).norm(dim=-1).mean(dim=-1)
-    return error / inter_ocular_distance(truth).clamp_min(1e-6)
+    return error / inter_pupil_distance(truth).clamp_min(1e-6)
 
 
 def emotion_loss(logits: torch.Tensor, target: torch.Tensor, scheme: str, label_smoothing: float = 0.0) -> torch.Tensor:

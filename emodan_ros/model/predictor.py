@@ -42,7 +42,7 @@ def landmark_quality(output_landmarks: list[torch.Tensor], mean_shape: torch.Ten
         mean = mean_shape.unsqueeze(0).expand_as(last)
         reference = geometry.transform_points(geometry.estimate_similarity(mean, last), mean)
     change = (last - reference).norm(dim=-1).mean(dim=-1)
-    scale = geometry.inter_ocular_distance(last).clamp_min(1e-6)
+    scale = geometry.inter_pupil_distance(last).clamp_min(1e-6)
     return torch.exp(-10.0 * change / scale)
 
 

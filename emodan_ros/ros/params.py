@@ -56,7 +56,7 @@ PARAMS: dict[str, ParamSpec] = {
                            "fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
     "flip_average": ParamSpec(False, "Also run each face mirrored (in the same batch) and average both "
                               "answers: a face and its mirror image get the same emotion. Slightly better "
-                              "accuracy and landmarks for twice the network work (figures: README).",
+                              "accuracy and landmarks for twice the network work (figures: README, Speed).",
                               read_only=True),
     "torch_threads": ParamSpec(1, "CPU threads for PyTorch (0 = PyTorch's default, all cores). One thread "
                                "is the default: the per-frame batch is small, and on a CPU shared with other "
@@ -101,3 +101,24 @@ def invalid_reason(values: dict[str, Any]) -> str:
     if values.get("detector") == "yunet" and not values.get("detector_model_path"):
         return "detector 'yunet' needs detector_model_path (its ONNX file)"
     return ""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f'`"{value}"`' if isinstance(value, str) else f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The README's parameter table (`python -m emodan_ros.ros.params`; a test keeps README equal)."""
+    rows = ["| parameter | default | run-time | range / choices | meaning |", "|---|---|---|---|---|"]
+    for name, spec in PARAMS.items():
+        span = ", ".join(spec.choices) if spec.choices else (
+            f"{spec.low:g} .. {spec.high:g}" if spec.low is not None and spec.high is not None else "")
+        rows.append(f"| `{name}` | {_cell(spec.default)} | {'no' if spec.read_only else 'yes'} | {span} | "
+                    f"{spec.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -31,8 +31,38 @@ from emodan_ros.data.landmarks import PtsDataset, list_pts_files, split_holdout
 from emodan_ros.data.mix import WeightedMix
 from emodan_ros.data.readers import FerPlusDataset
 from emodan_ros.model.loss import LossConfig, joint_loss
-from emodan_ros.training.plots import plot_confusion, plot_training_curves
+from emodan_ros.evaluation.plots import plot_confusion
+from emodan_ros.training.plots import plot_training_curves
 from emodan_ros.model.device import faster_cpu_precision, fp32_state, resolve_device
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type, or a ValueError now, not deep inside the optimiser later.
+
+    YAML reads ``1e-3`` (no dot) as a string; numbers written that way are accepted for float fields.
+    """
+    kind = get_origin(hint) or hint
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is list:
+        (item,) = get_args(hint)
+        if isinstance(value, int) and not isinstance(value, bool) and item is int:
+            return [value]  # epochs: 10 means [10]
+        if isinstance(value, list):
+            return [_typed(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+    elif isinstance(value, kind):
+        return value
+    expected = getattr(kind, "__name__", str(kind))
+    raise ValueError(f"training option {name} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -88,7 +118,8 @@ class TrainConfig:
                 data.setdefault(head, {})[sub] = parsed
             else:
                 data[head] = parsed
-        config = cls(**data)
+        hints = get_type_hints(cls)
+        config = cls(**{key: _typed(key, value, hints[key]) for key, value in data.items()})
         config.validate()
         return config
 
@@ -265,7 +296,7 @@ class Trainer:
         self._train_mode(stages)
         loss_config = LossConfig(c.alpha, c.beta, c.scheme, c.label_smoothing)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        totals = {"loss": 0.0, "nme": 0.0, "ce": 0.0}
+        totals = {"loss": 0.0, "nme_inter_pupil": 0.0, "ce": 0.0}  # the loss normalises by eye centres
         seen = 0
         start = time.perf_counter()
         steps = min(len(loader), c.max_batches or len(loader))
@@ -288,9 +319,9 @@ class Trainer:
             n = images.shape[0]
             seen += n
             totals["loss"] += terms.total.item() * n
-            totals["nme"] += terms.landmark.item() * n
+            totals["nme_inter_pupil"] += terms.landmark.item() * n
             totals["ce"] += terms.emotion.item() * n
-            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", nme=f"{totals['nme'] / seen:.3f}",
+            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", nme_ip=f"{totals['nme_inter_pupil'] / seen:.3f}",
                             ce=f"{totals['ce'] / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
         elapsed = time.perf_counter() - start
         return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | {
