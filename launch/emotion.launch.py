@@ -1,8 +1,9 @@
 """Run emotion_node on a camera: `ros2 launch emodan_ros emotion.launch.py image_topic:=/camera/image_raw`.
 
-Arguments: image_topic, compressed, params_file, device, model_path, namespace, use_sim_time,
-debug_image. The node's relative topics are remapped here: `image` (or `image/compressed`)
-to the camera; `landmarks`, `emotions` and `debug_image` stay under the namespace.
+Arguments: image_topic, camera_info_topic, compressed, params_file, device, model_path, namespace,
+use_sim_time, debug_image, hri_output. The node's relative topics are remapped here: `image` (or
+`image/compressed`) and `camera_info` to the camera; `landmarks`, `emotions` and `debug_image` stay
+under the namespace; with hri_output:=true the ROS4HRI topics go to /humans/faces/...
 
 Camera-size images over best-effort Fast DDS lose most frames with the default 0.5 MB
 shared-memory segment; the package's Fast DDS profile (share/emodan_ros/config/fastdds.xml)
@@ -29,6 +30,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="Camera image topic (sensor_msgs/Image); with compressed:=true "
                                           "the node reads <image_topic>/compressed"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
+                              description="The camera's sensor_msgs/CameraInfo (intrinsics for head pose; "
+                                          "without it the node assumes a field of view)"),
+        DeclareLaunchArgument("hri_output", default_value="false",
+                              description="Also publish ROS4HRI (REP 155) topics under /humans/faces"),
         DeclareLaunchArgument("compressed", default_value="false",
                               description="Subscribe to <image_topic>/compressed (CompressedImage)"),
         DeclareLaunchArgument("params_file",
@@ -62,11 +68,13 @@ def generate_launch_description() -> LaunchDescription:
                 "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
                 "publish_debug_image": ParameterValue(LaunchConfiguration("debug_image"), value_type=bool),
+                "hri_output": ParameterValue(LaunchConfiguration("hri_output"), value_type=bool),
             },
         ],
         remappings=[
             ("image", image_topic),
             ("image/compressed", [image_topic, "/compressed"]),
+            ("camera_info", LaunchConfiguration("camera_info_topic")),
         ],
     ))
     return LaunchDescription(actions)

@@ -13,6 +13,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from conftest import needs_ros
 from emodan_ros.io import bag_io
 from emodan_ros.io.bag_io import BagError, BagWriter, read_messages
+from emodan_ros.io.messages import MessageTypes, face_message, state_message
 from emodan_ros.io.image_codec import compress_image, decode_image, encode_image
 
 STORAGES = ["mcap", "sqlite3"]
@@ -31,16 +32,11 @@ def rosbags_messages() -> list[tuple[str, int, object]]:
     """(topic, t_ns, rosbags message) covering images and all four package messages."""
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    face = rb("emodan_ros/msg/FaceLandmarks")(
-        header=_rb_header(1), face_id=7, box_x=1.0, box_y=2.0, box_width=30.0, box_height=40.0,
-        detection_score=0.9, landmarks=rng.uniform(0, 32, 136).astype(np.float32),
-        image_width=32, image_height=24, quality=0.8,
-    )
+    types = MessageTypes.from_typestore(bag_io.typestore().types)
+    face = face_message(types, _rb_header(1), 7, np.array([1.0, 2.0, 31.0, 42.0]), rng.uniform(0, 32, (68, 2)),
+                        32, 24, score=0.9, quality=0.8)
     probs = rng.dirichlet(np.ones(8)).astype(np.float32)
-    state = rb("emodan_ros/msg/EmotionState")(
-        header=_rb_header(1), face_id=7, emotion=FERPLUS[int(probs.argmax())], probability=float(probs.max()),
-        class_names=FERPLUS, probabilities=probs, smoothed=True,
-    )
+    state = state_message(types, _rb_header(1), 7, probs, FERPLUS, smoothed=True)
     return [
         ("/camera/image_raw", 1_000, encode_image(frame, "bgr8", rb("sensor_msgs/msg/Image"), header=_rb_header(1))),
         ("/camera/image_raw/compressed", 1_500, compress_image(frame, "png", rb("sensor_msgs/msg/CompressedImage"))),

@@ -16,6 +16,7 @@ from emodan_ros.bags.evaluate import evaluate_bag
 from emodan_ros.bags.make import make_bag
 from emodan_ros.bags.scoring import Frame, stability, timing
 from emodan_ros.io.messages import DecodedFace as Face
+from emodan_ros.io.messages import MessageTypes, state_message
 from emodan_ros.faces.classes import FERPLUS_CLASSES
 from emodan_ros.evaluation.evaluate import evaluate
 from emodan_ros.model.predictor import Predictor
@@ -103,10 +104,8 @@ def _output_bag(path: Path, probs_per_frame: list[list[float]], storage: str = "
         for stamp, probs in zip(stamps, probs_per_frame):
             header = types["std_msgs/msg/Header"](
                 stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="c")
-            top = int(np.argmax(probs))
-            state = types["emodan_ros/msg/EmotionState"](
-                header=header, face_id=7, emotion=FERPLUS_CLASSES[top], probability=probs[top],
-                class_names=list(FERPLUS_CLASSES), probabilities=np.array(probs, np.float32), smoothed=True)
+            state = state_message(MessageTypes.from_typestore(types), header, 7, np.array(probs), FERPLUS_CLASSES,
+                                  smoothed=True)
             bag.write("/emotions", types["emodan_ros/msg/EmotionStateArray"](header=header, states=[state]),
                       stamp + 30_000_000)
     return stamps

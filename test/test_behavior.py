@@ -142,3 +142,31 @@ def test_example_behaviour_node_reacts_when_the_main_face_becomes_happy(make_nod
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert "happiness" in out
+
+
+def test_who_is_looking_at_me_and_since_when() -> None:
+    from emodan_ros.ros.behavior import EmotionMemory
+
+    memory = EmotionMemory(min_duration=0.0)
+    happy = {"happiness": 0.9, "neutral": 0.1}
+    memory.update(0.0, [(1, happy), (2, happy)], looking={1: False, 2: True})
+    memory.update(0.5, [(1, happy), (2, happy)], looking={1: True, 2: True})
+    assert [f.face_id for f in memory.looking_at_me(1.0)] == [2, 1]  # longest first
+    assert memory.get(2).looking_for(1.0) == pytest.approx(1.0)
+    assert [f.face_id for f in memory.looking_at_me(1.0, min_duration=0.8)] == [2]
+    memory.update(1.2, [(1, happy), (2, happy)], looking={1: True, 2: False})  # 2 turned away
+    assert [f.face_id for f in memory.looking_at_me(1.2)] == [1]
+    assert memory.get(2).looking_for(1.2) == 0.0
+
+
+def test_the_example_greets_the_person_who_looks_and_smiles() -> None:
+    from emodan_ros.ros.behavior import GREETING, REACTIONS, EmotionChange, EmotionMemory, reaction
+
+    memory = EmotionMemory(min_duration=0.0)
+    memory.update(0.0, [(1, {"happiness": 0.9}), (2, {"happiness": 0.9})], {1: 100.0, 2: 900.0},
+                  looking={1: True, 2: False})
+    smiling_looker = EmotionChange(1, "", "happiness", 0.9, 0.0, is_most_prominent=False)
+    assert reaction(smiling_looker, memory.get(1)) == GREETING
+    prominent = EmotionChange(2, "", "happiness", 0.9, 0.0, is_most_prominent=True)
+    assert reaction(prominent, memory.get(2)) == REACTIONS["happiness"]  # not looking: the old rule
+    assert reaction(EmotionChange(1, "", "anger", 0.9, 0.0, False), memory.get(1)) is None

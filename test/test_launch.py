@@ -158,7 +158,7 @@ def test_emotion_launch_starts_the_node_on_a_real_ros_install() -> None:
 
 @pytest.mark.skipif(not HAS_MSGS, reason="needs rclpy and the built package: run `make test`")
 def test_readme_parameter_table_is_the_schema() -> None:
-    """README's table is generated from the parameter schema (`python -m emodan_ros.ros.params`)."""
+    """README's table is generated from the parameter schema (`python3 tools/readme_params.py`)."""
     from emodan_ros.ros.params import markdown_table
 
     assert markdown_table() in (ROOT / "README.md").read_text()

@@ -135,10 +135,14 @@ def test_msg_files_are_the_designed_interface() -> None:
             ("float32", "box_width"), ("float32", "box_height"), ("float32", "detection_score"),
             ("float32[136]", "landmarks"), ("uint32", "image_width"), ("uint32", "image_height"),
             ("float32", "quality"),
+            # 0.2.0, appended (subscribers reading only the fields above are unaffected):
+            ("bool", "has_head_pose"), ("geometry_msgs/Pose", "head_pose"), ("float32", "yaw"), ("float32", "pitch"),
+            ("float32", "roll"), ("float32", "gaze_angle"), ("bool", "looking_at_camera"),
         ],
         "EmotionState": [
             ("std_msgs/Header", "header"), ("uint32", "face_id"), ("string", "emotion"), ("float32", "probability"),
             ("string[]", "class_names"), ("float32[]", "probabilities"), ("bool", "smoothed"),
+            ("float32", "valence"), ("float32", "arousal"),  # 0.2.0, appended
         ],
         "FaceLandmarksArray": [("std_msgs/Header", "header"), ("FaceLandmarks[]", "faces")],
         "EmotionStateArray": [("std_msgs/Header", "header"), ("EmotionState[]", "states")],
@@ -150,7 +154,7 @@ def test_every_field_is_documented(path: Path) -> None:
     for type_, name, doc in _fields(path):
         assert len(doc) >= 15, f"{path.name}: field {name} has no real comment"
         if type_.startswith("float32") and name not in ("probability", "probabilities", "detection_score", "quality"):
-            assert "px" in doc, f"{path.name}: {name} does not state its unit (px)"
+            assert any(unit in doc for unit in ("[px]", "[deg]", "Unitless")), f"{path.name}: {name} has no unit"
     text = path.read_text()
     assert "frame" in text.lower()
     if path.stem == "EmotionState":

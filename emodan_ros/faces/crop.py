@@ -110,6 +110,17 @@ class Augmentation:
 NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, 0.0, 0.0)
 
 
+def aligned_face(image: np.ndarray, landmarks: np.ndarray, mean_shape_px: np.ndarray, size: int) -> np.ndarray:
+    """The grey face warped so its landmarks fall on ``mean_shape_px`` (a ``size`` px square): the
+    canonical pose DAN's later stages see, for people who want to look at what the model looked at."""
+    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32).reshape(-1, 2),
+                                            np.asarray(mean_shape_px, np.float32).reshape(-1, 2))
+    if matrix is None:  # degenerate landmarks: no similarity fits
+        return np.zeros((size, size), np.uint8)
+    return cv2.warpAffine(to_gray(image), matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def make_crop(
     image: np.ndarray,
     box: np.ndarray,

@@ -22,6 +22,7 @@ from emodan_ros.faces.crop import box_from_landmarks
 from emodan_ros.faces.detector import FaceDetector
 from emodan_ros.faces.boxes import inside_fraction, iou_matrix
 from emodan_ros.faces.config import PipelineConfig
+from emodan_ros.faces.head_pose import HeadPose
 from emodan_ros.faces.tracker import FaceTracker
 
 # Below this size (px) a box gives the model too few pixels to say anything.
@@ -58,6 +59,7 @@ class FaceResult:
     quality: float
     probs: np.ndarray
     smoothed: bool
+    head_pose: HeadPose | None = None  # filled by callers that know the camera (the node)
 
 
 @dataclass

@@ -5,7 +5,9 @@ One place owns the message conventions:
   (``sensor_msgs/RegionOfInterest`` style); the pipeline works with OpenCV pixel *centres*, so
   every conversion adds or removes ``HALF_PIXEL``;
 - stamps: ``builtin_interfaces/Time`` <-> integer nanoseconds;
-- emotions: probabilities travel with their class names, and readers map them by name.
+- emotions: probabilities travel with their class names, and readers map them by name; valence
+  and arousal are derived from them here (``faces.affect``), so every writer fills them alike;
+- head pose: the head frame in the camera optical frame, metres and degrees (``faces.head_pose``).
 
 No ROS import here: the message classes are passed in (the built message module in the node, a rosbags
 typestore in the bag tools), so the bag tools work from a pip install without ROS.
@@ -19,7 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from emodan_ros.faces.affect import valence_arousal
 from emodan_ros.faces.classes import canonical_name, class_mapping
+from emodan_ros.faces.head_pose import HeadPose
 from emodan_ros.faces.pipeline import FaceResult
 
 HALF_PIXEL = 0.5
@@ -34,16 +38,21 @@ LANDMARKS_TYPE = "emodan_ros/msg/FaceLandmarksArray"
 
 @dataclass
 class MessageTypes:
-    """The four message classes of one world (the built rclpy messages or a rosbags typestore)."""
+    """The message classes of one world (the built rclpy messages or a rosbags typestore)."""
 
     face: type
     faces: type
     state: type
     states: type
+    pose: type
+    point: type
+    quaternion: type
 
     @classmethod
     def from_typestore(cls, types: dict[str, type]) -> MessageTypes:
-        return cls(types[FACE_TYPE], types[LANDMARKS_TYPE], types[EMOTION_TYPE], types[EMOTIONS_TYPE])
+        return cls(types[FACE_TYPE], types[LANDMARKS_TYPE], types[EMOTION_TYPE], types[EMOTIONS_TYPE],
+                   types["geometry_msgs/msg/Pose"], types["geometry_msgs/msg/Point"],
+                   types["geometry_msgs/msg/Quaternion"])
 
     @property
     def numpy_arrays(self) -> bool:
@@ -77,8 +86,19 @@ def set_stamp(header: Any, ns: int) -> None:
     header.stamp.sec, header.stamp.nanosec = divmod(int(ns), 1_000_000_000)
 
 
+def pose_message(types: MessageTypes, pose: HeadPose | None) -> Any:
+    """``geometry_msgs/Pose`` of the head in the camera optical frame (all zero without a pose)."""
+    if pose is None:
+        return types.pose(position=types.point(x=0.0, y=0.0, z=0.0),
+                          orientation=types.quaternion(x=0.0, y=0.0, z=0.0, w=0.0))
+    (px, py, pz), (qx, qy, qz, qw) = pose.translation_m, pose.quaternion_xyzw
+    return types.pose(position=types.point(x=float(px), y=float(py), z=float(pz)),
+                      orientation=types.quaternion(x=float(qx), y=float(qy), z=float(qz), w=float(qw)))
+
+
 def face_message(types: MessageTypes, header: Any, face_id: int, box: np.ndarray, landmarks: np.ndarray,
-                 width: int, height: int, score: float = 1.0, quality: float = 1.0) -> Any:
+                 width: int, height: int, score: float = 1.0, quality: float = 1.0,
+                 pose: HeadPose | None = None) -> Any:
     """``FaceLandmarks`` from a box (xyxy) and (68, 2) landmarks in pixel-centre coordinates."""
     corner_box = np.asarray(box, np.float64) + HALF_PIXEL
     corner = np.asarray(landmarks, np.float64).reshape(N_LANDMARKS, 2) + HALF_PIXEL
@@ -86,7 +106,11 @@ def face_message(types: MessageTypes, header: Any, face_id: int, box: np.ndarray
         header=header, face_id=int(face_id), box_x=float(corner_box[0]), box_y=float(corner_box[1]),
         box_width=float(max(corner_box[2] - corner_box[0], 0.0)),
         box_height=float(max(corner_box[3] - corner_box[1], 0.0)), detection_score=float(score),
-        landmarks=types.floats(corner), image_width=int(width), image_height=int(height), quality=float(quality))
+        landmarks=types.floats(corner), image_width=int(width), image_height=int(height), quality=float(quality),
+        has_head_pose=pose is not None, head_pose=pose_message(types, pose),
+        yaw=float(pose.yaw_deg) if pose else 0.0, pitch=float(pose.pitch_deg) if pose else 0.0,
+        roll=float(pose.roll_deg) if pose else 0.0, gaze_angle=float(pose.angle_to_camera_deg) if pose else 0.0,
+        looking_at_camera=bool(pose.looking_at_camera) if pose else False)
 
 
 def state_message(types: MessageTypes, header: Any, face_id: int, probs: np.ndarray,
@@ -96,16 +120,17 @@ def state_message(types: MessageTypes, header: Any, face_id: int, probs: np.ndar
     if len(probs) != len(class_names) or len(probs) == 0:
         raise ValueError(f"{len(probs)} probabilities for {len(class_names)} class names")
     top = int(np.argmax(probs))
+    valence, arousal = valence_arousal(probs, class_names, ignore_unknown=True)
     return types.state(header=header, face_id=int(face_id), emotion=str(class_names[top]),
                        probability=float(probs[top]), class_names=[str(c) for c in class_names],
-                       probabilities=types.floats(probs), smoothed=bool(smoothed))
+                       probabilities=types.floats(probs), smoothed=bool(smoothed), valence=valence, arousal=arousal)
 
 
 def landmarks_message(types: MessageTypes, header: Any, faces: Sequence[FaceResult], width: int,
                       height: int) -> Any:
     """``FaceLandmarksArray`` of one frame."""
     return types.faces(header=header, faces=[
-        face_message(types, header, f.face_id, f.box, f.landmarks, width, height, f.score, f.quality)
+        face_message(types, header, f.face_id, f.box, f.landmarks, width, height, f.score, f.quality, f.head_pose)
         for f in faces])
 
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from emodan_ros.model import geometry
 from emodan_ros.model.checkpoint import load_model
-from emodan_ros.faces.crop import CROP_SCALE, FLIP_INDEX, apply_affine, crop_matrix, invert_affine, to_gray
+from emodan_ros.faces.crop import CROP_SCALE, FLIP_INDEX, aligned_face, apply_affine, crop_matrix, invert_affine, \
+    to_gray
 from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, standardize
 from emodan_ros.model.device import PRECISIONS, faster_cpu_precision, resolve_device
 
@@ -123,6 +124,11 @@ class Predictor:
             probs = (probs[:count] + probs[count:]) / 2
             quality = (quality[:count] + quality[count:]) / 2
         return landmarks, probs, quality
+
+    def aligned_face(self, image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The face warped onto the model's mean shape at its input size (uint8 grey)."""
+        mean = geometry.unit_to_pixels(self.model.mean_shape, self.input_size).cpu().numpy()
+        return aligned_face(image_bgr, landmarks, mean, self.input_size)
 
     def predict(self, image_bgr: np.ndarray, boxes: np.ndarray) -> Prediction:
         """Faces given by boxes (N, 4) xyxy in a BGR/grey frame -> per-face landmarks in frame pixels."""

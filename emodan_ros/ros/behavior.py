@@ -41,6 +41,12 @@ class FaceEmotion:
     probabilities: dict[str, float] = field(default_factory=dict)  # latest, all classes
     candidate: str = ""  # top class that may replace `emotion` soon
     candidate_since: float = 0.0
+    looking: bool = False  # the person faces the camera (head pose, FaceLandmarks.looking_at_camera)
+    looking_since: float = 0.0  # [s] stamp since when `looking` is true
+
+    def looking_for(self, now: float) -> float:
+        """Seconds this person has been looking at the camera (0 when not looking)."""
+        return max(0.0, now - self.looking_since) if self.looking else 0.0
 
     def age(self, now: float) -> float:
         """Seconds the current emotion has lasted."""
@@ -75,11 +81,14 @@ class EmotionMemory:
         self.faces: dict[int, FaceEmotion] = {}
 
     def update(self, stamp: float, observations: Iterable[tuple[int, dict[str, float]]],
-               box_areas: dict[int, float] | None = None) -> list[EmotionChange]:
+               box_areas: dict[int, float] | None = None,
+               looking: dict[int, bool] | None = None) -> list[EmotionChange]:
         """Add one frame's faces (``face_id``, ``{class: probability}``) and optionally their box
-        areas [px^2]; returns (and calls back) the changes of stable emotion."""
+        areas [px^2] and whether they look at the camera; returns (and calls back) the changes of
+        stable emotion."""
         changes: list[EmotionChange] = []
         box_areas = box_areas or {}
+        looking = looking or {}
         for face_id, probs in observations:
             top = max(probs, key=probs.get) if probs else ""
             conf = float(probs.get(top, 0.0))
@@ -90,6 +99,10 @@ class EmotionMemory:
             face.last_seen = stamp
             face.probabilities = dict(probs)
             face.box_area = float(box_areas.get(face_id, face.box_area))
+            if face_id in looking:
+                if looking[face_id] and not face.looking:
+                    face.looking_since = stamp
+                face.looking = bool(looking[face_id])
             if top != face.candidate or conf < self.min_confidence:
                 face.candidate, face.candidate_since = (top, stamp) if conf >= self.min_confidence else ("", stamp)
             if (face.candidate and face.candidate != face.emotion
@@ -113,6 +126,16 @@ class EmotionMemory:
 
     def get(self, face_id: int) -> FaceEmotion | None:
         return self.faces.get(face_id)
+
+    def looking_at_me(self, now: float, min_duration: float = 0.0) -> list[FaceEmotion]:
+        """Faces of the latest frame that have looked at the camera for at least ``min_duration``
+        seconds, longest first: "who is looking at me, since when"."""
+        if not self.faces:
+            return []
+        latest = max(f.last_seen for f in self.faces.values())
+        found = [f for f in self.faces.values() if f.last_seen >= latest and f.looking
+                 and f.looking_for(now) >= min_duration]
+        return sorted(found, key=lambda f: f.looking_since)
 
     def most_prominent(self, now: float) -> FaceEmotion | None:
         """The largest face seen in the latest frame (the person closest to the robot), if any."""
@@ -141,6 +164,7 @@ class EmotionListener:
         self.node = node
         self.memory = EmotionMemory(on_change=on_change, **memory_kwargs)
         self._areas: dict[int, float] = {}
+        self._looking: dict[int, bool] = {}
         self._emotions_sub = node.create_subscription(EmotionStateArray, emotions_topic, self._on_emotions, 10)
         self._landmarks_sub = node.create_subscription(FaceLandmarksArray, landmarks_topic, self._on_landmarks, 10)
 
@@ -150,20 +174,30 @@ class EmotionListener:
 
     def _on_landmarks(self, msg: FaceLandmarksArray) -> None:
         self._areas = {f.face_id: float(f.box_width * f.box_height) for f in msg.faces}
+        self._looking = {f.face_id: bool(f.looking_at_camera) for f in msg.faces if f.has_head_pose}
 
     def _on_emotions(self, msg: EmotionStateArray) -> None:
         observations = [(s.face_id, dict(zip(s.class_names, (float(p) for p in s.probabilities))))
                         for s in msg.states]
-        self.memory.update(_stamp_seconds(msg.header), observations, self._areas)
+        self.memory.update(_stamp_seconds(msg.header), observations, self._areas, self._looking)
 
 
 REACTIONS = {"happiness": "The person in front of me looks happy: smile back.",
              "sadness": "The person in front of me looks sad: ask if everything is all right."}
+GREETING = "Someone looks at me and smiles: greet them."
+
+
+def reaction(change: EmotionChange, face: FaceEmotion | None) -> str | None:
+    """The example's rule: greet whoever looks at the robot and smiles; else react to the most
+    prominent face turning happy or sad."""
+    if change.emotion == "happiness" and face is not None and face.looking:
+        return GREETING
+    return REACTIONS.get(change.emotion) if change.is_most_prominent else None
 
 
 def main(args: list[str] | None = None) -> None:
-    """``behavior_example``: log and publish (std_msgs/String on ``reaction``) when the most prominent
-    face becomes happy or sad."""
+    """``behavior_example``: log and publish (std_msgs/String on ``reaction``) when someone who looks at
+    the robot smiles, or the most prominent face becomes happy or sad."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -179,13 +213,13 @@ def main(args: list[str] | None = None) -> None:
     pub = node.create_publisher(String, "reaction", 10)
 
     def react(change: EmotionChange) -> None:
-        if change.is_most_prominent and change.emotion in REACTIONS:
-            text = REACTIONS[change.emotion]
+        text = reaction(change, listener.memory.get(change.face_id))
+        if text:
             node.get_logger().info(f"face {change.face_id}: {change.previous or 'unknown'} -> "
                                    f"{change.emotion} ({change.confidence:.2f}): {text}")
             pub.publish(String(data=text))
 
-    EmotionListener(node, on_change=react, min_confidence=min_conf, min_duration=min_dur)
+    listener = EmotionListener(node, on_change=react, min_confidence=min_conf, min_duration=min_dur)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -17,32 +17,38 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose, Quaternion
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from emodan_ros.compat import DEFAULT_MODEL_NAME, default_model_path
 from emodan_ros.faces.config import PipelineConfig
 from emodan_ros.faces.detector import DetectorError, make_detector
+from emodan_ros.faces.head_pose import estimate_head_pose
 from emodan_ros.faces.pipeline import EmotionPipeline, FaceResult, PredictorLike
 from emodan_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
 from emodan_ros.io.messages import MessageTypes, emotions_message, landmarks_message, stamp_ns
 from emodan_ros.model.predictor import Predictor
 from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
+from emodan_ros.ros.camera_model import CameraModel
 from emodan_ros.ros.params import PARAMS, PIPELINE_PARAMS, descriptor, invalid_reason
 from emodan_ros.ros.runtime import spin_until, stop_on_signals
 
-MESSAGES = MessageTypes(FaceLandmarks, FaceLandmarksArray, EmotionState, EmotionStateArray)
+if TYPE_CHECKING:
+    from emodan_ros.ros.hri import HriOutput
+
+MESSAGES = MessageTypes(FaceLandmarks, FaceLandmarksArray, EmotionState, EmotionStateArray, Pose, Point, Quaternion)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -112,6 +118,9 @@ class EmotionNode(Node):
         self._max_pixels = int(p["max_image_pixels"])
         self._latency_warn = float(p["latency_warn_ms"])
         self._drop_warn = float(p["drop_warn_ratio"])
+        self._looking_threshold = float(p["looking_threshold_deg"])
+        self.camera = CameraModel(p["assumed_hfov_deg"])
+        self.hri = self._hri_output() if p["hri_output"] else None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -128,6 +137,8 @@ class EmotionNode(Node):
             self.image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, image_qos)
         else:
             self.image_sub = self.create_subscription(Image, "image", self._on_image, image_qos)
+        self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self.camera.on_camera_info,
+                                                        qos_profile_sensor_data)
 
         # Totals since start (read by diagnostics and tests).
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_frames": 0, "errors": 0, "faces": 0}
@@ -164,6 +175,8 @@ class EmotionNode(Node):
         self._max_pixels = int(changes.get("max_image_pixels", self._max_pixels))
         self._latency_warn = float(changes.get("latency_warn_ms", self._latency_warn))
         self._drop_warn = float(changes.get("drop_warn_ratio", self._drop_warn))
+        self._looking_threshold = float(changes.get("looking_threshold_deg", self._looking_threshold))
+        self.camera.assumed_hfov_deg = float(changes.get("assumed_hfov_deg", self.camera.assumed_hfov_deg))
         return SetParametersResult(successful=True)
 
     # ----------------------------------------------------------------------------- input
@@ -224,6 +237,11 @@ class EmotionNode(Node):
             return
         faces = self.pipeline.process(image)
         height, width = image.shape[:2]
+        intrinsics = self.camera.intrinsics(width, height)
+        for face in faces:
+            face.head_pose = estimate_head_pose(face.landmarks, intrinsics, self._looking_threshold)
+        if self.hri is not None:
+            self.hri.publish(msg.header, image, faces, {t.face_id for t in self.pipeline.tracker.tracks})
         self.landmarks_pub.publish(landmarks_message(MESSAGES, msg.header, faces, width, height))
         self.emotions_pub.publish(emotions_message(MESSAGES, msg.header, faces, self.class_names))
         latency = (self.get_clock().now().nanoseconds - stamp_ns(msg.header)) / 1e6
@@ -285,6 +303,7 @@ class EmotionNode(Node):
             "precision": str(getattr(self.predictor, "precision", "?")),
             "model": str(getattr(self.predictor, "source", "?")),
             "detector": self.pipeline.detector.name,
+            "head_pose_intrinsics": self.camera.source,
             "detector_calls_total": str(self.pipeline.counters.detector_calls),
             **{f"{k}_total": str(v) for k, v in counts.items()},
         }
@@ -309,7 +328,18 @@ class EmotionNode(Node):
 
     def destroy_node(self) -> None:
         self.close()
+        if getattr(self, "hri", None) is not None:
+            self.hri.close()
         super().destroy_node()
+
+    def _hri_output(self) -> HriOutput:
+        """The REP-155 publisher, or a clear error when hri_msgs is not installed."""
+        try:
+            from emodan_ros.ros.hri import HriOutput
+        except ImportError as exc:
+            raise ValueError(f"hri_output needs hri_msgs ({exc}): install ros-<distro>-hri-msgs, or run "
+                             "`make setup` beside ../shared/ros2-extra") from exc
+        return HriOutput(self, self.class_names, self.predictor.aligned_face)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -64,6 +64,12 @@ PARAMS: dict[str, ParamSpec] = {
                                low=0, high=256),
     **_from_settings(DetectorConfig),
     **_from_settings(PipelineConfig),
+    "assumed_hfov_deg": ParamSpec(60.0, "Horizontal field of view assumed for head pose when no matching "
+                                  "camera_info arrives [deg] (diagnostics say which is used).", low=1.0, high=179.0),
+    "looking_threshold_deg": ParamSpec(20.0, "A face looks at the camera when the angle between its forward "
+                                       "axis and the ray to the camera is at most this [deg].", low=0.0, high=90.0),
+    "hri_output": ParamSpec(False, "Also publish ROS4HRI (REP 155) topics under /humans/faces (needs hri_msgs).",
+                            read_only=True),
     "publish_debug_image": ParamSpec(True, "Publish the annotated `debug_image` (only while it has "
                                      "subscribers)."),
     "max_image_pixels": ParamSpec(40_000_000, "Frames with more pixels than this are refused before any "
@@ -110,7 +116,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown_table() -> str:
-    """The README's parameter table (`python -m emodan_ros.ros.params`; a test keeps README equal)."""
+    """The README's parameter table (written by tools/readme_params.py; a test keeps README equal)."""
     rows = ["| parameter | default | run-time | range / choices | meaning |", "|---|---|---|---|---|"]
     for name, spec in PARAMS.items():
         span = ", ".join(spec.choices) if spec.choices else (
@@ -119,6 +125,3 @@ def markdown_table() -> str:
                     f"{spec.description} |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    print(markdown_table())
