@@ -219,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
             player.log(f"no subscriber after {args.wait_for_subscriber:g} s; playing anyway")
         if args.delay > 0:
             player.stop.wait(args.delay)
-        stats = player.play(args.rate, args.loop, args.start_offset, progress=not args.no_progress)
+        bar = not args.no_progress and sys.stderr.isatty()  # a bar in a log file is noise: start/done lines say it
+        stats = player.play(args.rate, args.loop, args.start_offset, progress=bar)
         player.log(f"{'interrupted' if stats.interrupted else 'done'}: {stats.published} messages in "
                    f"{stats.wall_s:.2f} s ({stats.rate_hz:.0f} msg/s, {stats.loops} pass(es))")
         return 0
