@@ -45,6 +45,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bag(args: argparse.Namespace) -> int:
+    if args.bag_command == "play":
+        from emodan_ros.ros.bag_player import run as play
+
+        return play(args)
     from emodan_ros.bags.evaluate import main as bag_main
 
     return bag_main(args)
@@ -54,6 +58,15 @@ def _bench(args: argparse.Namespace) -> int:
     from emodan_ros.bench.peers import main as bench_main
 
     return bench_main(args)
+
+
+def _add_bag_play(bag: argparse.ArgumentParser) -> None:
+    """`emodan bag play`: the package's bag player (needs ROS 2), next to make and eval."""
+    from emodan_ros.bags.play_args import add_play_args
+
+    sub = next(a for a in bag._actions if isinstance(a, argparse._SubParsersAction))
+    add_play_args(sub.add_parser("play", help="publish a bag's topics with their recorded types and QoS, "
+                                              "and /clock (needs ROS 2; `ros2 bag play` without rosbag2)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(func=_eval)
     bag = commands.add_parser("bag", help="make a bag from a dataset; evaluate on a bag offline or live")
     add_bag_args(bag)
+    _add_bag_play(bag)
     bag.set_defaults(func=_bag)
     return parser
 

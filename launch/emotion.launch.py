@@ -9,18 +9,46 @@ Camera-size images over best-effort Fast DDS lose most frames with the default 0
 shared-memory segment; the package's Fast DDS profile (share/emodan_ros/config/fastdds.xml)
 enlarges it. It is set for this launch unless FASTDDS_DEFAULT_PROFILES_FILE is already set;
 the camera driver's process needs the same profile for the fix to work.
+
+A params_file that is not a readable YAML mapping, or a model_path that names no file, stops the
+launch before the node starts, with the reason (launch_ros alone would only warn about the
+former and run on defaults).
 """
 
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "emodan_ros"
+
+
+class LaunchArgumentError(RuntimeError):
+    """A launch argument names a file that cannot be used (ros2 launch prints this and exits 1)."""
+
+
+def _check_files(context: object) -> list:
+    """Refuse a params_file that is no YAML mapping and a model_path that is no file, before any start."""
+    import yaml
+
+    params_file = LaunchConfiguration("params_file").perform(context)
+    if not os.path.isfile(params_file):
+        raise LaunchArgumentError(f"params_file '{params_file}' is not a file")
+    try:
+        with open(params_file, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise LaunchArgumentError(f"params_file '{params_file}' is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise LaunchArgumentError(f"params_file '{params_file}' holds no node parameters (not a YAML mapping)")
+    model_path = LaunchConfiguration("model_path").perform(context)
+    if model_path and not os.path.isfile(model_path):
+        raise LaunchArgumentError(f"model_path '{model_path}' is not a file")
+    return []
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -50,6 +78,7 @@ def generate_launch_description() -> LaunchDescription:
                               description="Publish the annotated debug_image while it has subscribers"),
     ]
     actions = list(arguments)
+    actions.append(OpaqueFunction(function=_check_files))
     if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
         actions.append(SetEnvironmentVariable(
             "FASTDDS_DEFAULT_PROFILES_FILE", PathJoinSubstitution([share, "config", "fastdds.xml"])))

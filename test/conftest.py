@@ -17,6 +17,11 @@ os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_STATIC_PEERS", None)
 os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the range above
+# The package's Fast DDS profile in every process of the session (the pytest process's first
+# participant and every node, launch and CLI process it starts): camera-size frames over best
+# effort are lost without it on both ends of a stream.
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds.xml"))
 
 
 def _has(module: str) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
+import signal
 import shutil
 import subprocess
 from pathlib import Path
@@ -146,12 +148,20 @@ def test_launch_and_yaml_parameters_are_declared_by_the_node_with_the_same_defau
 def test_emotion_launch_starts_the_node_on_a_real_ros_install() -> None:
 
     proc = subprocess.Popen(["ros2", "launch", "emodan_ros", "emotion.launch.py", "image_topic:=/test/image"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
+        # SIGINT, as a user's Ctrl-C: ros2 launch stops the node (SIGTERM to ros2 launch alone left
+        # the node running, orphaned)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        try:  # anything of this launch still alive (its group), e.g. a node that missed the signal
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
     # without a default model the node refuses to start with its clear message; with one it runs
     assert "emotion_node ready" in out or "cannot start" in out
 

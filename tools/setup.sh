@@ -121,6 +121,25 @@ PY
   echo "$want" > "$STAMP"
 fi
 
+# --- ros2-extra: launch, launch_pytest and the ros2 CLI where ../shared has them -----------
+# PyPI has no launch/launch_ros/launch_pytest/ros2cli; developers' machines and CI keep their
+# upstream sources in ../shared/ros2-extra with an installer (idempotent, its own stamp in the
+# venv: about a second once done). Its interface packages (composition_interfaces, hri_msgs)
+# go to .venv/ros2-extra/install; the venv's local_setup.sh (below) and the Makefile's test and
+# demo targets source them. A sourced ROS 2 install already has all of it; without the folder
+# nothing changes and the tests that need it skip.
+EXTRA="$ROOT/../shared/ros2-extra"
+EXTRA_SETUP="$VENV/ros2-extra/install/local_setup.sh"
+if [ "$MODE" = ros-wheels ] && [ -f "$EXTRA/install.sh" ]; then
+  log "ros2-extra: launch, launch_pytest, the ros2 CLI and their interfaces from $(cd "$EXTRA" && pwd) (about 4 min the first time)"
+  extra_start=$(date +%s)
+  PATH="$VENV/bin:$PATH" bash "$EXTRA/install.sh" "$VENV" > "$VENV/.ros2-extra.log" 2>&1 \
+    || { tail -n 30 "$VENV/.ros2-extra.log" >&2; die "ros2-extra install failed (full output: .venv/.ros2-extra.log)"; }
+  log "ros2-extra ready in $(( $(date +%s) - extra_start )) s"
+elif [ "$MODE" = ros-wheels ]; then
+  log "no ../shared/ros2-extra: launch/launch_pytest/ros2 CLI tests will skip"
+fi
+
 # The venv is the underlay prefix of the ROS 2 wheels. colcon's install/setup.sh sources
 # the local_setup.sh of every prefix on AMENT_PREFIX_PATH at build time; give the venv one,
 # so that `. install/setup.sh` alone puts the venv's python and ROS packages on the paths.
@@ -137,6 +156,17 @@ for _emodan_var in AMENT_PREFIX_PATH CMAKE_PREFIX_PATH PATH; do
   esac
 done
 unset _emodan_var _emodan_add _emodan_old
+# ros2-extra's interface packages (composition_interfaces, hri_msgs), when setup installed them.
+# colcon's prefix scripts take their prefix from COLCON_CURRENT_PREFIX when set (setup.sh sets
+# it to this venv while sourcing this file): point it at ros2-extra's, then restore it.
+if [ -f "$EXTRA_SETUP" ]; then
+  _emodan_prefix="\${COLCON_CURRENT_PREFIX-}"
+  COLCON_CURRENT_PREFIX="$VENV/ros2-extra/install"
+  . "$EXTRA_SETUP"
+  COLCON_CURRENT_PREFIX="\$_emodan_prefix"
+  [ -n "\$_emodan_prefix" ] || unset COLCON_CURRENT_PREFIX
+  unset _emodan_prefix
+fi
 SH
 fi
 

@@ -30,6 +30,10 @@ __all__ = [
     "STORAGE_FORMATS",
     "read_messages",
     "bag_topics",
+    "BagInfo",
+    "BagTopic",
+    "bag_info",
+    "read_raw",
     "typestore",
     "msg_dir",
     "msgtype_of",
@@ -37,7 +41,10 @@ __all__ = [
 
 PACKAGE = "emodan_ros"
 STORAGE_FORMATS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-# rosbag2 metadata version 8 (Jazzy's format): read by Jazzy and Kilted `ros2 bag`.
+# rosbag2 metadata version 8 (Iron's format; rosbags writes 8 or 9). Jazzy and Kilted write 9 and
+# read 1..9; Humble writes 5 and parses any version, but reads `offered_qos_profiles` as a YAML
+# string, which is how 8 stores it (9 stores a list: Humble fails with "bad conversion").
+# So 8 is the one version every supported distro's `ros2 bag` reads.
 _BAG_VERSION = 8
 
 
@@ -215,6 +222,88 @@ def bag_topics(bag_path: str | os.PathLike[str]) -> dict[str, str]:
         reader.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class BagTopic:
+    """One topic of a bag: type, message count and the QoS profiles its publishers offered
+    (rosbags ``Qos`` tuples from metadata.yaml; empty when the recorder stored none)."""
+
+    name: str
+    msgtype: str
+    count: int
+    offered_qos: tuple[Any, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class BagInfo:
+    """What a player needs before the first message: time span and topics."""
+
+    path: Path
+    start_ns: int
+    end_ns: int
+    topics: dict[str, BagTopic]
+
+    @property
+    def message_count(self) -> int:
+        return sum(t.count for t in self.topics.values())
+
+
+def bag_info(bag_path: str | os.PathLike[str]) -> BagInfo:
+    """Time span, topics, counts and offered QoS of a bag (BagError when it cannot be opened)."""
+    path = Path(bag_path)
+    reader = _open_reader(path)
+    try:
+        topics: dict[str, BagTopic] = {}
+        for conn in reader.connections:
+            qos = tuple(getattr(conn.ext, "offered_qos_profiles", None) or ())
+            known = topics.get(conn.topic)
+            if known is not None:  # one topic recorded from several publishers
+                conn_qos = known.offered_qos + qos
+                topics[conn.topic] = dataclasses.replace(known, count=known.count + conn.msgcount,
+                                                         offered_qos=conn_qos)
+            else:
+                topics[conn.topic] = BagTopic(conn.topic, conn.msgtype, conn.msgcount, qos)
+        empty = reader.message_count == 0
+        return BagInfo(path, 0 if empty else reader.start_time, 0 if empty else reader.end_time, topics)
+    finally:
+        reader.close()
+
+
+def _raw_messages(reader: Reader, path: Path, topics: Iterable[str] | None,
+                  start_ns: int | None = None) -> Iterator[tuple[Any, int, bytes]]:
+    """(connection, timestamp, CDR bytes) in time order; any failure midway is a BagError."""
+    wanted = set(topics) if topics is not None else None
+    if wanted is not None:
+        missing = wanted - {c.topic for c in reader.connections}
+        if missing:
+            raise BagError(f"bag {path} has no topic(s) {sorted(missing)}")
+    connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
+    messages = reader.messages(connections=connections, start=start_ns)
+    while True:
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(f"bag {path} is corrupt or truncated: {type(exc).__name__}: {exc}") from exc
+        yield item
+
+
+def read_raw(
+    bag_path: str | os.PathLike[str], topics: Iterable[str] | None = None, start_ns: int | None = None
+) -> Iterator[tuple[str, int, bytes]]:
+    """Yield (topic, timestamp_ns, CDR bytes) in time order from ``start_ns`` on, without decoding:
+    what a player republishes as recorded. Errors as in :func:`read_messages`."""
+    path = Path(bag_path)
+    reader = _open_reader(path)
+    try:
+        for conn, timestamp, raw in _raw_messages(reader, path, topics, start_ns):
+            yield conn.topic, int(timestamp), raw
+    finally:
+        reader.close()
+
+
 def read_messages(
     bag_path: str | os.PathLike[str], topics: Iterable[str] | None = None
 ) -> Iterator[tuple[str, int, Any]]:
@@ -227,24 +316,8 @@ def read_messages(
     reader = _open_reader(path)
     try:
         _ensure_types(reader, path)
-        wanted = set(topics) if topics is not None else None
-        if wanted is not None:
-            missing = wanted - {c.topic for c in reader.connections}
-            if missing:
-                raise BagError(f"bag {path} has no topic(s) {sorted(missing)}")
-        connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
         store = typestore()
-        messages = reader.messages(connections=connections)
-        while True:
-            try:
-                item = next(messages)
-            except StopIteration:
-                return
-            except BagError:
-                raise
-            except Exception as exc:
-                raise BagError(f"bag {path} is corrupt or truncated: {type(exc).__name__}: {exc}") from exc
-            conn, timestamp, raw = item
+        for conn, timestamp, raw in _raw_messages(reader, path, topics):
             try:
                 msg = store.deserialize_cdr(raw, conn.msgtype)
             except Exception as exc:
