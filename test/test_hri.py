@@ -165,3 +165,30 @@ def test_yaw_sign_on_turned_300w_faces() -> None:
         total += 1
         agree += pose is not None and np.sign(pose.yaw_deg) == np.sign(cue)
     assert total >= 50 and agree / total >= 0.95, (agree, total)
+
+
+def test_tf_frames_follow_the_head_pose() -> None:
+    """What the node sends to /tf where tf2_msgs exists (not on the PyPI wheels: the publishing itself
+    is only exercised on a ROS install)."""
+    from std_msgs.msg import Header
+
+    from emodan_ros.faces import rep155
+    from emodan_ros.faces.head_pose import MODEL_INDICES, estimate_head_pose, intrinsics_from_fov, \
+        project_head_model, rotation_from_euler_deg
+    from emodan_ros.faces.pipeline import FaceResult
+    from emodan_ros.ros.hri import face_transforms
+
+    intrinsics = intrinsics_from_fov(640, 480, 60.0)
+    rotation = rotation_from_euler_deg(25.0, -5.0, 10.0)
+    points = np.zeros((68, 2))
+    points[list(MODEL_INDICES)] = project_head_model(rotation, np.array([0.1, -0.05, 1.2]), intrinsics)
+    pose = estimate_head_pose(points, intrinsics)
+    faces = [FaceResult(4, np.zeros(4), 1.0, points, 1.0, np.ones(8) / 8, False, pose),
+             FaceResult(5, np.zeros(4), 1.0, points, 1.0, np.ones(8) / 8, False, None)]
+    (transform,) = face_transforms(Header(frame_id="camera_optical_frame"), faces)
+    assert transform.header.frame_id == "camera_optical_frame"
+    assert transform.child_frame_id == f"face_{rep155.face_id(4)}"
+    t = transform.transform.translation
+    assert np.allclose((t.x, t.y, t.z), (0.1, -0.05, 1.2), atol=0.02)
+    q = transform.transform.rotation
+    assert np.allclose((q.x, q.y, q.z, q.w), pose.quaternion_xyzw)

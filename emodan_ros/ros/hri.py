@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from hri_msgs.msg import Expression, FacialLandmarks, IdsList, NormalizedPointOfInterest2D, \
     NormalizedRegionOfInterest2D
+from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -106,22 +107,10 @@ class HriOutput:
             self._destroy(face_id)
 
     def _publish_tf(self, header: Header, faces: list[FaceResult]) -> None:
-        if self._tf is None:
-            return
-        from geometry_msgs.msg import TransformStamped
-        from tf2_msgs.msg import TFMessage
+        transforms = face_transforms(header, faces)
+        if self._tf is not None and transforms:
+            from tf2_msgs.msg import TFMessage
 
-        transforms = []
-        for face in faces:
-            if face.head_pose is None:
-                continue
-            t = TransformStamped(header=header, child_frame_id=f"face_{rep155.face_id(face.face_id)}")
-            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = \
-                face.head_pose.translation_m
-            (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
-             t.transform.rotation.w) = face.head_pose.quaternion_xyzw
-            transforms.append(t)
-        if transforms:
             self._tf.publish(TFMessage(transforms=transforms))
 
     def _destroy(self, face_id: int) -> None:
@@ -138,3 +127,18 @@ def tf_note() -> str:
     """What diagnostics say about TF frames."""
     return "face_<id> frames on /tf" if TF_AVAILABLE else "no TF frames: tf2_msgs is not installed"
 
+
+
+def face_transforms(header: Header, faces: list[FaceResult]) -> list[TransformStamped]:
+    """``face_<id>`` in the image's frame for every face with a head pose (what goes to /tf)."""
+    transforms = []
+    for face in faces:
+        if face.head_pose is None:
+            continue
+        t = TransformStamped(header=header, child_frame_id=f"face_{rep155.face_id(face.face_id)}")
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = \
+            face.head_pose.translation_m
+        (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+         t.transform.rotation.w) = face.head_pose.quaternion_xyzw
+        transforms.append(t)
+    return transforms
