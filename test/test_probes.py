@@ -125,3 +125,32 @@ def test_tracking_is_reset_when_the_frame_size_changes(predictor) -> None:
         expected = scale * (reference.box[:2] + reference.box[2:]) / 2
         assert np.abs(centre - expected).max() < 0.15 * scale * (reference.box[2] - reference.box[0]), (k, centre)
     assert pipe.counters.resets == 6
+
+
+def _startup_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    truncated = tmp / "truncated.pt"
+    truncated.write_bytes(MODEL.read_bytes()[: MODEL.stat().st_size // 3])
+    text = tmp / "notes.pt"
+    text.write_text("these are not weights\n")
+    folder = tmp / "models.pt"
+    folder.mkdir()
+    return {
+        "smoothing out of range": (["-p", "smoothing:=2.0"], "smoothing"),
+        "max_faces zero": (["-p", "max_faces:=0"], "max_faces"),
+        "truncated checkpoint": (["-p", f"model_path:={truncated}"], "truncated.pt"),
+        "text file named .pt": (["-p", f"model_path:={text}"], "notes.pt"),
+        "model_path a directory": (["-p", f"model_path:={folder}"], "is a directory"),
+    }
+
+
+@pytest.mark.parametrize("case", ["smoothing out of range", "max_faces zero", "truncated checkpoint",
+                                  "text file named .pt", "model_path a directory"])
+def test_startup_failures_give_one_fatal_line_and_exit_1(tmp_path: Path, case: str) -> None:
+    pytest.importorskip("emodan_ros.msg", reason="needs the colcon-built package: run `make test`")
+    args, needle = _startup_cases(tmp_path)[case]
+    proc = subprocess.run([sys.executable, "-m", "emodan_ros.ros.node", "--ros-args", *args], cwd="/",
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1, lines
+    assert len(lines) == 1, "\n".join(lines)
+    assert "FATAL" in lines[0] and "cannot start" in lines[0] and needle in lines[0], lines[0]

@@ -23,6 +23,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -37,6 +38,7 @@ from emodan_ros.faces.detector import DetectorError, make_detector
 from emodan_ros.faces.pipeline import EmotionPipeline, FaceResult, PredictorLike
 from emodan_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
 from emodan_ros.io.messages import MessageTypes, emotions_message, landmarks_message, stamp_ns
+from emodan_ros.model.checkpoint import CheckpointError
 from emodan_ros.model.predictor import Predictor
 from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
 from emodan_ros.ros.params import PARAMS, PIPELINE_PARAMS, descriptor, invalid_reason
@@ -52,6 +54,8 @@ def load_predictor(model_path: str, allow_random: bool, device: str, precision: 
                    flip_average: bool = False) -> Predictor:
     """Predictor from the given path, else the package default, else (only if allowed) random weights."""
     if model_path:
+        if Path(model_path).is_dir():
+            raise ModelNotFoundError(f"model_path {model_path!r} is a directory, not a model checkpoint (.pt)")
         if not Path(model_path).is_file():
             raise ModelNotFoundError(f"model_path {model_path!r} does not exist")
         return Predictor.from_checkpoint(model_path, device=device, precision=precision, flip_average=flip_average)
@@ -300,7 +304,9 @@ class EmotionNode(Node):
 
     # ----------------------------------------------------------------------------- shutdown
     def close(self) -> None:
-        """Stop the worker (the frame in flight finishes first)."""
+        """Stop the worker (the frame in flight finishes first); a node that failed half-way has none."""
+        if not hasattr(self, "_worker"):
+            return
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -310,6 +316,11 @@ class EmotionNode(Node):
     def destroy_node(self) -> None:
         self.close()
         super().destroy_node()
+
+
+# What a bad parameter, model file or detector raises while the node is built: one FATAL line, exit 1.
+STARTUP_ERRORS = (ModelNotFoundError, DetectorError, CheckpointError, ParameterException,
+                  NameValidationException, ValueError, OSError)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -325,8 +336,11 @@ def main(args: list[str] | None = None) -> None:
         spin_until(executor, stop)
     except ExternalShutdownException:
         pass
-    except (ModelNotFoundError, DetectorError, ValueError, OSError) as exc:
-        rclpy.logging.get_logger("emotion_node").fatal(f"cannot start: {exc}")
+    except STARTUP_ERRORS as exc:
+        if node is not None:
+            raise  # after start-up these are bugs: show them whole
+        reason = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
+        rclpy.logging.get_logger("emotion_node").fatal(f"cannot start: {reason}")
         failed = True
     except Exception:
         if rclpy.ok():
