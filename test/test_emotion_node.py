@@ -429,3 +429,22 @@ def test_debug_image_is_published_only_while_someone_listens(raw: Harness) -> No
         assert not np.array_equal(pixels, astronaut_bgr())  # annotated
     finally:
         raw.peer.destroy_subscription(sub)
+
+
+def test_decode_bombs_and_cut_jpegs_are_bad_frames_and_the_next_good_one_is_answered(compressed: Harness) -> None:
+    import struct
+
+    good = jpeg_msg(astronaut_bgr())
+    bomb = jpeg_msg(astronaut_bgr())
+    data = bytearray(good.data)
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 5773, 5773)  # 68 KB claiming 33 Mpx
+    bomb.data = bytes(data)
+    cut = jpeg_msg(astronaut_bgr())
+    cut.data = bytes(good.data[: len(good.data) // 2]) + b"\xff\xd9"
+    for k, msg in enumerate((bomb, cut)):
+        before = compressed.node.counts["bad_frames"]
+        compressed.send_bad_and_wait(msg)
+        assert compressed.node.counts["bad_frames"] == before + 1
+        landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (610 + k, 0)))
+        assert len(landmarks.faces) == 1
