@@ -247,6 +247,9 @@ def test_faces_per_frame_are_capped(raw: Harness) -> None:
     try:
         landmarks, emotions = raw.send_and_wait(image_msg(grid, (701, 0)))
         assert len(landmarks.faces) == 2 and len(emotions.states) == 2
+        values = {kv.key: kv.value for kv in raw.node.diagnostics_status().values}
+        assert int(values["faces_capped_total"]) >= 2 and int(values["capped_frames_total"]) >= 1
+        assert {"faces_lost_total", "ids_forgotten_total", "tracking_resets_total"} <= set(values)
     finally:
         raw.node.set_parameters([Parameter("max_faces", value=8)])
 

@@ -290,6 +290,13 @@ class EmotionNode(Node):
             "model": str(getattr(self.predictor, "source", "?")),
             "detector": self.pipeline.detector.name,
             "detector_calls_total": str(self.pipeline.counters.detector_calls),
+            # faces found but not processed (max_faces), followed faces whose box no longer showed
+            # them, ids forgotten after max_missed frames, tracking reset by a frame-size change
+            "faces_capped_total": str(self.pipeline.counters.capped_faces),
+            "capped_frames_total": str(self.pipeline.counters.capped_frames),
+            "faces_lost_total": str(self.pipeline.counters.rejected_follows),
+            "ids_forgotten_total": str(self.pipeline.tracker.forgotten),
+            "tracking_resets_total": str(self.pipeline.counters.resets),
             **{f"{k}_total": str(v) for k, v in counts.items()},
         }
         return DiagnosticStatus(
