@@ -154,3 +154,43 @@ def test_startup_failures_give_one_fatal_line_and_exit_1(tmp_path: Path, case: s
     assert proc.returncode == 1, lines
     assert len(lines) == 1, "\n".join(lines)
     assert "FATAL" in lines[0] and "cannot start" in lines[0] and needle in lines[0], lines[0]
+
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+_LOOPBACK_STREAM = """
+import sys, time
+import rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("profile_probe")
+got = []
+node.create_subscription(Image, "probe_image", got.append, qos_profile_sensor_data)
+pub = node.create_publisher(Image, "probe_image", qos_profile_sensor_data)
+msg = Image(height=480, width=640, encoding="bgr8", step=1920, data=bytes(640 * 480 * 3))
+deadline = time.monotonic() + 20
+while len(got) < 3 and time.monotonic() < deadline:
+    pub.publish(msg)
+    rclpy.spin_once(node, timeout_sec=0.05)
+print("received", len(got))
+"""
+
+
+def test_the_localhost_profile_keeps_the_large_segment_and_binds_udp_to_loopback_only() -> None:
+    import os
+    import xml.etree.ElementTree as ET
+
+    pytest.importorskip("rclpy", reason="needs rclpy: run `make test`")
+    ns = {"d": "http://www.eprosima.com"}
+    shared, local = (ET.parse(CONFIG / name).getroot() for name in ("fastdds.xml", "fastdds_localhost.xml"))
+    segment = ".//d:transport_descriptor[d:type='SHM']/d:segment_size"
+    assert local.find(segment, ns).text == shared.find(segment, ns).text
+    udp = local.find(".//d:transport_descriptor[d:type='UDPv4']", ns)
+    assert [a.text for a in udp.findall("d:interfaceWhiteList/d:address", ns)] == ["127.0.0.1"]
+    env = {**os.environ, "FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds_localhost.xml")}
+    proc = subprocess.run([sys.executable, "-c", _LOOPBACK_STREAM], cwd="/", env=env, capture_output=True,
+                          text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "received 3" in out, out
+    assert "error" not in out.lower(), out
