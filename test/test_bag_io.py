@@ -213,3 +213,27 @@ def test_writer_errors(tmp_path: Path) -> None:
             bag.add_topic("/x", "nope_msgs/msg/Nope")
         with pytest.raises(BagError, match="add_topic"):
             bag.write("/raw", b"\x00\x01\x00\x00", 3)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_metadata_claiming_more_messages_than_an_intact_file_says_which_disagree(tmp_path: Path, storage: str) -> None:
+    import re
+
+    import numpy as np
+
+    from emodan_ros.io.bag_io import BagWriter, typestore
+    from emodan_ros.io.bag_salvage import ReadStatus, iter_bag
+    from emodan_ros.io.image_codec import encode_image
+
+    image_cls = typestore().types["sensor_msgs/msg/Image"]
+    bag = tmp_path / "bag"
+    with BagWriter(bag, storage=storage) as writer:
+        for k in range(5):
+            writer.write("/camera/image_raw", encode_image(np.zeros((8, 8, 3), np.uint8), "bgr8", image_cls), k * 10**8)
+    meta = bag / "metadata.yaml"
+    meta.write_text(re.sub(r"message_count: 5\b", "message_count: 999999", meta.read_text()))
+    status = ReadStatus()
+    assert sum(1 for _ in iter_bag(bag, {"/camera/image_raw": "sensor_msgs/msg/Image"}, status)) == 5
+    note = status.note()
+    assert "metadata.yaml and the storage file disagree" in note and "999999" in note and "holds 5" in note
+    assert "damaged" not in note

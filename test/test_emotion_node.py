@@ -247,6 +247,9 @@ def test_faces_per_frame_are_capped(raw: Harness) -> None:
     try:
         landmarks, emotions = raw.send_and_wait(image_msg(grid, (701, 0)))
         assert len(landmarks.faces) == 2 and len(emotions.states) == 2
+        values = {kv.key: kv.value for kv in raw.node.diagnostics_status().values}
+        assert int(values["faces_capped_total"]) >= 2 and int(values["capped_frames_total"]) >= 1
+        assert {"faces_lost_total", "ids_forgotten_total", "tracking_resets_total"} <= set(values)
     finally:
         raw.node.set_parameters([Parameter("max_faces", value=8)])
 
@@ -429,3 +432,22 @@ def test_debug_image_is_published_only_while_someone_listens(raw: Harness) -> No
         assert not np.array_equal(pixels, astronaut_bgr())  # annotated
     finally:
         raw.peer.destroy_subscription(sub)
+
+
+def test_decode_bombs_and_cut_jpegs_are_bad_frames_and_the_next_good_one_is_answered(compressed: Harness) -> None:
+    import struct
+
+    good = jpeg_msg(astronaut_bgr())
+    bomb = jpeg_msg(astronaut_bgr())
+    data = bytearray(good.data)
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 5773, 5773)  # 68 KB claiming 33 Mpx
+    bomb.data = bytes(data)
+    cut = jpeg_msg(astronaut_bgr())
+    cut.data = bytes(good.data[: len(good.data) // 2]) + b"\xff\xd9"
+    for k, msg in enumerate((bomb, cut)):
+        before = compressed.node.counts["bad_frames"]
+        compressed.send_bad_and_wait(msg)
+        assert compressed.node.counts["bad_frames"] == before + 1
+        landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (610 + k, 0)))
+        assert len(landmarks.faces) == 1

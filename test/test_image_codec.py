@@ -7,6 +7,7 @@ swapped channel or pattern in the decoder fails these tests.
 from __future__ import annotations
 
 import importlib.util
+import struct
 import zlib
 
 import cv2
@@ -332,3 +333,68 @@ def test_backend_without_cv_bridge_is_rosbags() -> None:
     assert default_backend() == "rosbags"
     with pytest.raises(ImageDecodeError, match="cv_bridge"):
         decode_image(raw_image("rosbags", "bgr8", H, W, W * 3, _bgr_bytes()), backend="cv_bridge")
+
+
+def _astronaut_jpeg(quality: int = 75, **flags: int) -> bytes:
+    from skimage import data
+
+    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] + [v for k, x in flags.items() for v in (getattr(cv2, k), x)]
+    return cv2.imencode(".jpg", bgr, params)[1].tobytes()
+
+
+def _claim_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same stream with its frame header (SOF0) claiming another size."""
+    out = bytearray(jpeg)
+    sof = out.find(b"\xff\xc0")
+    out[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("flavour", _flavours())
+def test_a_jpeg_claiming_a_huge_size_is_refused_before_decoding(flavour: str) -> None:
+    """50 KB claiming 5773x5773 (33 Mpx, under the 40 Mpx limit): refused at once, nothing decoded."""
+    import time
+
+    bomb = _claim_size(_astronaut_jpeg(60), 5773, 5773)
+    assert len(bomb) < 60_000
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="claims 5773x5773"):
+        decode_image(raw_compressed(flavour, "jpeg", bomb))
+    assert time.perf_counter() - start < 0.05
+
+
+@pytest.mark.parametrize("flavour", _flavours())
+def test_a_jpeg_header_forged_within_the_payload_bound_is_caught_as_truncated(flavour: str) -> None:
+    forged = _claim_size(_astronaut_jpeg(90), 1024, 1024)
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image(raw_compressed(flavour, "jpeg", forged))
+
+
+@pytest.mark.parametrize("flavour", _flavours())
+@pytest.mark.parametrize("cut", [0.1, 0.3, 0.5, 0.7, 0.9])
+@pytest.mark.parametrize("optimize", [0, 1])
+def test_a_truncated_jpeg_with_its_end_marker_re_added_is_refused(flavour: str, cut: float, optimize: int) -> None:
+    jpeg = _astronaut_jpeg(90, IMWRITE_JPEG_OPTIMIZE=optimize)
+    cut_stream = jpeg[: int(len(jpeg) * cut)] + b"\xff\xd9"
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image(raw_compressed(flavour, "jpeg", cut_stream))
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+@pytest.mark.parametrize("optimize", [0, 1])
+def test_flat_frames_of_any_size_still_decode(value: int, optimize: int) -> None:
+    """The smallest real JPEGs (flat, optimised tables) and mid-grey ones pass both checks."""
+    for shape in ((480, 640), (3000, 4000), (3000, 4000, 3)):
+        flat = np.full(shape, value, np.uint8)
+        jpeg = cv2.imencode(".jpg", flat, [cv2.IMWRITE_JPEG_OPTIMIZE, optimize])[1].tobytes()
+        image = decode_image(raw_compressed("rosbags", "jpeg", jpeg))
+        assert image.shape[:2] == shape[:2] and np.abs(image.astype(int) - value).max() <= 1
+
+
+def test_a_png_claiming_a_huge_size_is_refused() -> None:
+    png = bytearray(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())
+    png[16:24] = struct.pack(">II", 5000, 5000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    with pytest.raises(ImageDecodeError, match="claims 5000x5000"):
+        decode_image(raw_compressed("rosbags", "png", bytes(png)))

@@ -66,7 +66,13 @@ class ScriptedModel:
                                quality=np.array(quality, np.float32))
 
 
-FRAME = np.zeros((480, 640, 3), np.uint8)
+def _texture(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
+    """A still, textured frame: the scripted faces sit on it, and the appearance check sees them stay."""
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 3), None, 0, 255, cv2.NORM_MINMAX)
+
+
+FRAME = _texture()
 
 
 def _pipeline(scene: Scene, **kwargs) -> tuple[EmotionPipeline, ScriptedModel]:

@@ -2,7 +2,10 @@
 
 A face keeps its id while its box overlaps the box it had last time (greedy IoU matching, best
 pairs first) and survives ``max_missed`` frames without a match, so a blink of the detector or a
-hand across the face does not make a new person. Probabilities are smoothed per id with an
+hand across the face does not make a new person. A face that moved too far for its boxes to
+overlap (a fast head movement, a box the landmarks could not follow, a detector box of another
+shape after an interruption) is matched in a second pass by centre distance to a track nobody
+matched, so one person keeps one id. Probabilities are smoothed per id with an
 exponential moving average so a behaviour does not see the emotion flicker frame to frame.
 """
 
@@ -16,6 +19,9 @@ from emodan_ros.faces.boxes import iou_matrix
 from emodan_ros.faces.config import PipelineConfig
 
 _DEFAULTS = PipelineConfig()
+# Second pass: an unmatched box whose centre is closer than this share of an unmatched track's
+# larger side to the track's centre continues that track (neighbouring faces are a side apart).
+CENTRE_MATCH = 0.75
 
 
 def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -47,6 +53,7 @@ class Track:
     missed: int = 0
     hits: int = 1
     probs: np.ndarray | None = field(default=None, repr=False)
+    appearance: np.ndarray | None = field(default=None, repr=False)  # patch where it was last seen
 
 
 class FaceTracker:
@@ -63,6 +70,7 @@ class FaceTracker:
         self.smoothing = checked.smoothing
         self._tracks: dict[int, Track] = {}
         self._next_id = 1
+        self.forgotten = 0  # ids dropped after max_missed unseen frames, since start (diagnostics)
 
     @property
     def tracks(self) -> list[Track]:
@@ -97,11 +105,18 @@ class FaceTracker:
             t.hits += 1
             ids[c] = t.face_id
             matched.add(t.face_id)
+        for r, c in self._centre_match(tracks, boxes, matched, ids):
+            t = tracks[r]
+            t.box, t.score, t.missed = boxes[c].copy(), float(scores[c]), 0
+            t.hits += 1
+            ids[c] = t.face_id
+            matched.add(t.face_id)
         for t in tracks:
             if t.face_id not in matched:
                 t.missed += 1
                 if t.missed > self.max_missed:
                     del self._tracks[t.face_id]
+                    self.forgotten += 1
         for c in range(len(boxes)):
             if ids[c] == 0:
                 t = Track(self._next_id, boxes[c].copy(), float(scores[c]))
@@ -110,10 +125,31 @@ class FaceTracker:
                 ids[c] = t.face_id
         return ids
 
+    @staticmethod
+    def _centre_match(tracks: list[Track], boxes: np.ndarray, matched: set[int],
+                      ids: list[int]) -> list[tuple[int, int]]:
+        """(track, box) pairs among the leftovers of the IoU pass whose centres are close, closest first."""
+        rows = [r for r, t in enumerate(tracks) if t.face_id not in matched]
+        cols = [c for c in range(len(boxes)) if ids[c] == 0]
+        if not rows or not cols:
+            return []
+        track_boxes = np.array([tracks[r].box for r in rows], np.float64).reshape(-1, 4)
+        centres_t = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
+        centres_b = (boxes[cols, :2] + boxes[cols, 2:]) / 2
+        side = np.maximum(track_boxes[:, 2] - track_boxes[:, 0], track_boxes[:, 3] - track_boxes[:, 1])
+        distance = np.linalg.norm(centres_t[:, None] - centres_b[None], axis=-1) / np.maximum(side, 1e-6)[:, None]
+        closeness = np.where(distance < CENTRE_MATCH, 1.0 - distance, -1.0)
+        return [(rows[i], cols[j]) for i, j in greedy_match(closeness, 0.0)]
+
     def set_box(self, face_id: int, box: np.ndarray) -> None:
         """Move a track to a refined box (the landmark bbox of this frame), used for matching next time."""
         if face_id in self._tracks:
             self._tracks[face_id].box = np.asarray(box, np.float32).copy()
+
+    def set_appearance(self, face_id: int, appearance: np.ndarray | None) -> None:
+        """Remember how a face looked where it was seen this frame (checked before following it)."""
+        if face_id in self._tracks:
+            self._tracks[face_id].appearance = appearance
 
     def drop(self, face_id: int) -> None:
         """Forget one face now (e.g. its box left the image)."""

@@ -27,6 +27,10 @@ class ReadStatus:
 
     def note(self) -> str:
         if not self.error and not self.skipped:
+            if self.expected is not None and self.read != self.expected:
+                return (f"metadata.yaml and the storage file disagree: metadata.yaml counts {self.expected} "
+                        f"messages of the scored topics, the storage file holds {self.read} and was read to "
+                        "its end without error (metadata.yaml is stale or edited; the file is intact)")
             return ""
         share = f"{self.read} of {self.expected}" if self.expected else f"{self.read}"
         text = f"bag only partly readable: {share} messages of the scored topics were read"

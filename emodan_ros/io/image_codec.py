@@ -13,13 +13,14 @@ BGR arrays, for publishing, writing bags and tests.
 from __future__ import annotations
 
 import dataclasses
-import struct
 import sys
 from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
+
+from emodan_ros.io.compressed_check import CompressedFrameError, check_payload, compressed_size, jpeg_truncated
 
 __all__ = [
     "ImageDecodeError",
@@ -118,7 +119,8 @@ def decode_image(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, backend: str
 
     `backend` forces 'cv_bridge' or 'rosbags' (default: cv_bridge when importable).
     Raises ImageDecodeError for unknown encodings, zero or absurd sizes (> max_pixels),
-    step or data shorter than the declared size, and empty or corrupt JPEG/PNG payloads.
+    step or data shorter than the declared size, and empty, corrupt, truncated JPEG/PNG payloads
+    or ones far too small for the size their header claims (see ``io.compressed_check``).
     """
     backend = backend or default_backend()
     if backend not in ("cv_bridge", "rosbags"):
@@ -183,34 +185,6 @@ def _decode_raw(msg: Any, max_pixels: int, backend: str) -> np.ndarray:
         raise ImageDecodeError(f"cannot convert {encoding} {width}x{height} to bgr8: {exc}") from exc
 
 
-def _compressed_size(kind: str, data: bytes) -> tuple[int, int]:
-    """(width, height) from a PNG IHDR or JPEG SOF header, without decoding pixels."""
-    if kind == "png":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise ImageDecodeError("corrupt PNG: no IHDR header")
-        width, height = struct.unpack(">II", data[16:24])
-        return width, height
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise ImageDecodeError(f"corrupt JPEG: no marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if pos + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    raise ImageDecodeError("corrupt JPEG: no frame header (SOF) found")
-
-
 def _decode_compressed(msg: Any, max_pixels: int, backend: str) -> np.ndarray:
     fmt = str(msg.format).lower()
     data = _data_bytes(msg.data).tobytes()
@@ -230,11 +204,15 @@ def _decode_compressed(msg: Any, max_pixels: int, backend: str) -> np.ndarray:
         raise ImageDecodeError(
             f"compressed image ({msg.format!r}, {len(data)} B) is neither JPEG nor PNG, or is corrupt"
         )
-    width, height = _compressed_size(kind, data)
-    if width <= 0 or height <= 0:
-        raise ImageDecodeError(f"{kind} image has zero size ({width}x{height} px)")
-    if width * height > max_pixels:
-        raise ImageDecodeError(f"{kind} image of {width}x{height} px exceeds the limit of {max_pixels} pixels")
+    try:
+        width, height = compressed_size(kind, data)
+        if width <= 0 or height <= 0:
+            raise ImageDecodeError(f"{kind} image has zero size ({width}x{height} px)")
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"{kind} image of {width}x{height} px exceeds the limit of {max_pixels} pixels")
+        check_payload(kind, data, width, height)
+    except CompressedFrameError as exc:
+        raise ImageDecodeError(str(exc)) from exc
     view = SimpleNamespace(header=getattr(msg, "header", None), format=kind, data=np.frombuffer(data, np.uint8))
     try:
         if backend == "cv_bridge":
@@ -247,6 +225,9 @@ def _decode_compressed(msg: Any, max_pixels: int, backend: str) -> np.ndarray:
         raise ImageDecodeError(f"corrupt {kind} data ({len(data)} B): {exc or 'decoder failed'}") from exc
     if image is None or image.size == 0:
         raise ImageDecodeError(f"corrupt {kind} data ({len(data)} B): decoder returned no image")
+    if kind == "jpeg" and jpeg_truncated(data, image):
+        raise ImageDecodeError(f"corrupt JPEG ({len(data)} B): the data ends before the image does "
+                               "(truncated; the decoder filled the rest with grey)")
     return image
 
 

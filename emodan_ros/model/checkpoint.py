@@ -76,8 +76,11 @@ def read_checkpoint(path: str | Path, check_crop: bool = True) -> dict[str, Any]
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, io.UnsupportedOperation,
-            ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from error
+            ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        # a file that is no torch archive (text, another format) fails inside the legacy unpickler with
+        # whatever error its bytes happen to cause
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(error).__name__}: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an emodan_ros checkpoint (expected format {FORMAT!r})")
     missing = [key for key in REQUIRED_KEYS if key not in payload]

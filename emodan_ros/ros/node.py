@@ -24,6 +24,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, Quaternion
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -39,6 +40,7 @@ from emodan_ros.faces.head_pose import estimate_head_pose
 from emodan_ros.faces.pipeline import EmotionPipeline, FaceResult, PredictorLike
 from emodan_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
 from emodan_ros.io.messages import MessageTypes, emotions_message, landmarks_message, stamp_ns
+from emodan_ros.model.checkpoint import CheckpointError
 from emodan_ros.model.predictor import Predictor
 from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
 from emodan_ros.ros.camera_model import CameraModel
@@ -58,6 +60,8 @@ def load_predictor(model_path: str, allow_random: bool, device: str, precision: 
                    flip_average: bool = False) -> Predictor:
     """Predictor from the given path, else the package default, else (only if allowed) random weights."""
     if model_path:
+        if Path(model_path).is_dir():
+            raise ModelNotFoundError(f"model_path {model_path!r} is a directory, not a model checkpoint (.pt)")
         if not Path(model_path).is_file():
             raise ModelNotFoundError(f"model_path {model_path!r} does not exist")
         return Predictor.from_checkpoint(model_path, device=device, precision=precision, flip_average=flip_average)
@@ -305,6 +309,13 @@ class EmotionNode(Node):
             "detector": self.pipeline.detector.name,
             "head_pose_intrinsics": self.camera.source,
             "detector_calls_total": str(self.pipeline.counters.detector_calls),
+            # faces found but not processed (max_faces), followed faces whose box no longer showed
+            # them, ids forgotten after max_missed frames, tracking reset by a frame-size change
+            "faces_capped_total": str(self.pipeline.counters.capped_faces),
+            "capped_frames_total": str(self.pipeline.counters.capped_frames),
+            "faces_lost_total": str(self.pipeline.counters.rejected_follows),
+            "ids_forgotten_total": str(self.pipeline.tracker.forgotten),
+            "tracking_resets_total": str(self.pipeline.counters.resets),
             **{f"{k}_total": str(v) for k, v in counts.items()},
         }
         return DiagnosticStatus(
@@ -319,7 +330,9 @@ class EmotionNode(Node):
 
     # ----------------------------------------------------------------------------- shutdown
     def close(self) -> None:
-        """Stop the worker (the frame in flight finishes first)."""
+        """Stop the worker (the frame in flight finishes first); a node that failed half-way has none."""
+        if not hasattr(self, "_worker"):
+            return
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -342,6 +355,11 @@ class EmotionNode(Node):
         return HriOutput(self, self.class_names, self.predictor.aligned_face)
 
 
+# What a bad parameter, model file or detector raises while the node is built: one FATAL line, exit 1.
+STARTUP_ERRORS = (ModelNotFoundError, DetectorError, CheckpointError, ParameterException,
+                  NameValidationException, ValueError, OSError)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the node until SIGINT/SIGTERM; exit code 1 (with the reason logged) when it cannot start."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -355,8 +373,11 @@ def main(args: list[str] | None = None) -> None:
         spin_until(executor, stop)
     except ExternalShutdownException:
         pass
-    except (ModelNotFoundError, DetectorError, ValueError, OSError) as exc:
-        rclpy.logging.get_logger("emotion_node").fatal(f"cannot start: {exc}")
+    except STARTUP_ERRORS as exc:
+        if node is not None:
+            raise  # after start-up these are bugs: show them whole
+        reason = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
+        rclpy.logging.get_logger("emotion_node").fatal(f"cannot start: {reason}")
         failed = True
     except Exception:
         if rclpy.ok():
