@@ -153,10 +153,20 @@ def _square_crop(cv2: Any, bgr: np.ndarray, cx: float, cy: float, side: float, o
     return _resize(cv2, sq, out, out)
 
 
-def _near_centre(centres: np.ndarray, scores: np.ndarray, side: int) -> float:
-    """Best score among boxes centred within 20 % of the crop's side of its centre (0 if none)."""
-    near = np.all(np.abs(centres - side / 2) < 0.2 * side, axis=1)
-    return float(scores[near].max()) if near.any() else 0.0
+def _confirmed(boxes: np.ndarray, scores: np.ndarray, side: int, expected: float) -> float:
+    """Best score among the crop's boxes that are the candidate: centred within 20 % of the crop's
+    side of its centre, and of about the candidate's size (``expected`` px, within 1.6x).
+
+    Without the size check a loose candidate around a small face (e.g. the coarse pass's box
+    around face and hair) would be confirmed by the face inside it and kept as a second box.
+    """
+    if len(boxes) == 0:
+        return 0.0
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6, None))
+    ratio = np.maximum(size / expected, expected / size)
+    ok = np.all(np.abs(centres - side / 2) < 0.2 * side, axis=1) & (ratio <= 1.6)
+    return float(scores[ok].max()) if ok.any() else 0.0
 
 
 class BlazeFaceDetector:
@@ -279,5 +289,5 @@ class BlazeFaceDetector:
             side = self.crop_factor * max(x1 - x0, y1 - y0, 4.0)
             crop = _square_crop(self._cv2, bgr, (x0 + x1) / 2, (y0 + y1) / 2, side, self.verify_side)
             b, s = self._pass(crop, self.verify_side)
-            out[i] = _near_centre((b[:, :2] + b[:, 2:]) / 2, s, self.verify_side) if len(b) else 0.0
+            out[i] = _confirmed(b, s, self.verify_side, self.verify_side / self.crop_factor)
         return out
