@@ -59,7 +59,8 @@ def test_anchor_grid_matches_the_model_outputs() -> None:
 def test_finds_the_astronaut_in_the_landmark_box_convention(blaze: BlazeFaceDetector) -> None:
     boxes, scores = blaze.detect(ASTRONAUT)
     assert boxes.shape == (1, 4) and boxes.dtype == np.float32 and scores.dtype == np.float32
-    assert iou_matrix(boxes, LANDMARK_BOX)[0, 0] > 0.7
+    # 0.83 calibrated; the raw box (0.73) or Haar's calibration (0.75) would fail
+    assert iou_matrix(boxes, LANDMARK_BOX)[0, 0] > 0.78
     assert 0.8 <= scores[0] <= 1.0
 
 
