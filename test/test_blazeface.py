@@ -186,3 +186,17 @@ def test_range_frames_put_truth_boxes_where_the_faces_are() -> None:
     assert hit.all() and extra == 0
     hit, extra = rf.match(fr.boxes, fr.boxes + 300)
     assert not hit.any() and extra == 2
+
+
+def test_node_with_a_missing_detector_model_exits_1_with_a_clear_message(tmp_path) -> None:
+    """The issue's 'a detector that fails to load gives a clear error at start (node exit 1)'."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("rclpy")
+    missing = tmp_path / "missing_detector.tflite"
+    proc = subprocess.run([sys.executable, "-m", "emodan_ros.ros.node", "--ros-args", "-p", "allow_random_model:=true",
+                           "-p", "detector:=blaze", "-p", f"detector_model_path:={missing}"],
+                          cwd="/", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing_detector.tflite" in proc.stdout + proc.stderr
