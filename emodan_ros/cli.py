@@ -69,6 +69,12 @@ def _add_bag_play(bag: argparse.ArgumentParser) -> None:
                                               "and /clock (needs ROS 2; `ros2 bag play` without rosbag2)"))
 
 
+def _bench_detectors(args: argparse.Namespace) -> int:
+    from emodan_ros.bench.range import main as range_main
+
+    return range_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emodan", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--torch-threads", type=int, default=1,
                        help="threads for PyTorch and the fer interpreter (the node's default is 1)")
     peers.set_defaults(func=_bench)
+
+    from emodan_ros.bench.range import add_args as add_range_args
+
+    detectors = commands.add_parser(
+        "bench-detectors", help="face detector range test: recall by face size, false faces, ms per frame")
+    add_range_args(detectors)
+    detectors.set_defaults(func=_bench_detectors)
 
     from emodan_ros.cli_args import add_bag_args, add_eval_args
 

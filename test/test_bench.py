@@ -79,7 +79,8 @@ def test_bench_has_every_row_measured_or_skipped_with_a_reason(report: dict) -> 
                                          "fer mini-Xception (tflite)"]
     assert _names(report["landmarks"]) == ["ours fp32", "ours bf16", "paper-size fp32 (untrained)",
                                            "dlib 68-point shape predictor"]
-    assert _names(report["detection"]) == ["detector haar (node default)", "detector dlib", "detector yunet"]
+    assert _names(report["detection"]) == ["detector blaze (node default)", "detector haar", "detector dlib",
+                                           "detector yunet"]
     assert len(report["node"]) == 4 and all("disabled" in r["skipped"] for r in report["node"])
     for row in report["emotion"] + report["landmarks"] + report["detection"]:
         assert "skipped" in row or row.get("faces_per_s", 1) > 0, row
@@ -129,7 +130,9 @@ def test_peers_skip_with_a_reason_when_not_installed(fixtures: dict[str, Path],
     assert "fer not installed" in fer["skipped"] and "pip install" in fer["skipped"]
     assert "dlib not installed" in dlib["skipped"]
     rows = bench.detection_rows(landmarks, 3, "")
-    assert "dlib" in rows[1]["skipped"] and "recall_iou50" in rows[0]
+    assert [r["row"] for r in rows[:3]] == ["detector blaze (node default)", "detector haar", "detector dlib"]
+    assert "dlib" in rows[2]["skipped"] and "recall_iou50" in rows[1]
+    assert "recall_iou50" in rows[0]  # blaze without ai-edge-litert: the same model on cv2.dnn
 
 
 def test_shared_class_accuracy_ignores_classes_a_peer_lacks() -> None:

@@ -28,8 +28,8 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
                  precision: str = "auto", restrict: bool = False, image_topic: str | None = None,
                  truth_topic: str | None = None, truth_landmarks_topic: str | None = None,
                  truth_csv: str | None = None, stamp_tolerance: float = 0.001, pred_topic: str | None = None,
-                 pred_landmarks_topic: str | None = None, detector: str = "haar", detector_model: str = "",
-                 detector_max_side: int = 320, pipeline_settings: dict[str, Any] | None = None,
+                 pred_landmarks_topic: str | None = None, detector: str = "blaze", detector_model: str = "",
+                 detector_max_side: int = 0, pipeline_settings: dict[str, Any] | None = None,
                  live: LiveSettings | None = None, saliency_per_class: int = 2, predictor: Any = None,
                  flip_average: bool = False) -> dict[str, Any]:
     """Score the node on a bag; writes metrics.json, predictions.csv, report.md (+ plots) into ``out``."""
@@ -60,7 +60,7 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
         names = tuple(predictor.class_names)
     elif mode == "live":
         if detector == "full":
-            raise ValueError("the node has no 'full' detector: use haar, dlib or yunet with --mode live")
+            raise ValueError("the node has no 'full' detector: use blaze, haar, dlib or yunet with --mode live")
         settings = live or LiveSettings()
         if not settings.node_running:
             settings.model = settings.model or model or str(find_default_model())

@@ -320,11 +320,12 @@ def dlib_row(landmarks: LandmarkData, repeats: int) -> dict[str, Any]:
 
 def detection_rows(landmarks: LandmarkData, repeats: int, yunet_model: str) -> list[dict[str, Any]]:
     """Recall (IoU >= 0.5 with the landmark box, after each detector's calibration) and latency per image."""
+    from emodan_ros.faces.config import DetectorConfig
     from emodan_ros.faces.detector import DETECTOR_NAMES, DetectorError, make_detector
 
     rows = []
     for name in DETECTOR_NAMES:
-        label = f"detector {name}" + (" (node default)" if name == "haar" else "")
+        label = f"detector {name}" + (" (node default)" if name == DetectorConfig().detector else "")
         try:
             detector = make_detector(name, model_path=yunet_model if name == "yunet" else "")
         except DetectorError as error:

@@ -53,7 +53,7 @@ class FullFrameDetector:
         return box_for_full_crop(width, height)[None].astype(np.float32), np.ones(1, np.float32)
 
 
-def make_eval_detector(name: str, max_side: int = 320, model_path: str = "",
+def make_eval_detector(name: str, max_side: int = 0, model_path: str = "",
                        min_face_fraction: float = 0.08) -> Any:
     """The node's detectors plus ``full`` (whole image = face crop)."""
     if name == "full":
@@ -223,8 +223,8 @@ def image_reader(dataset: Any) -> Any:
 
 
 def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str = "crop",
-             restrict: bool = False, usage: str | None = None, detector: str = "haar",
-             detector_model: str = "", detector_max_side: int = 320, device: str = "auto",
+             restrict: bool = False, usage: str | None = None, detector: str = "blaze",
+             detector_model: str = "", detector_max_side: int = 0, device: str = "auto",
              precision: str = "auto", batch_size: int = 64, limit: int | None = None,
              saliency_per_class: int = 2, pts_offset: float = 0.0, predictor: Any = None,
              flip_average: bool = False) -> dict[str, Any]:

@@ -90,12 +90,15 @@ class PipelineConfig(_Checked):
 class DetectorConfig(_Checked):
     """Which face detector runs and at what resolution (fixed when the pipeline is built)."""
 
-    detector: str = setting("haar", "Face detector: haar (OpenCV cascade, built in), dlib (needs "
-                                    "`pip install dlib-bin`) or yunet (needs detector_model_path).",
+    detector: str = setting("blaze", "Face detector: blaze (MediaPipe BlazeFace short-range, shipped; finds "
+                                     "faces from about 32 px), haar (OpenCV cascade, needs about 48-80 px), "
+                                     "dlib (needs `pip install dlib-bin`) or yunet (needs detector_model_path).",
                             choices=DETECTOR_NAMES, runtime=False)
-    detector_model_path: str = setting("", "Model file of the yunet detector (ONNX).", runtime=False)
-    detector_max_side: int = setting(320, "The detector sees the frame downscaled to this longer side [px] "
-                                          "(0 = full size). Haar needs faces of about 40 px at that size.",
+    detector_model_path: str = setting("", "Model file: yunet's ONNX (required), or another BlazeFace short-range "
+                                           ".tflite for blaze (empty: the shipped one).", runtime=False)
+    detector_max_side: int = setting(0, "The detector sees the frame downscaled to this longer side [px]; for "
+                                        "blaze, its fine pass. 0 = the detector's own size (blaze 384, others "
+                                        "320). Haar needs faces of about 40 px at that size.",
                                      0, 8192, runtime=False)
-    detector_min_face_fraction: float = setting(0.08, "Smallest face the detector looks for, as a fraction of "
-                                                      "the shorter image side.", 0.0, 1.0, runtime=False)
+    detector_min_face_fraction: float = setting(0.08, "Smallest face the haar detector looks for, as a fraction "
+                                                      "of the shorter image side.", 0.0, 1.0, runtime=False)
