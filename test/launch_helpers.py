@@ -145,9 +145,15 @@ class Camera:
         rclpy.try_shutdown(context=self.context)
 
 
-def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """One `ros2` CLI call (no daemon: nothing stays behind)."""
-    return subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout)
+def ros2(*args: str, timeout: float = 60.0, attempts: int = 3) -> subprocess.CompletedProcess:
+    """One `ros2` CLI call (no daemon: nothing stays behind). Without a daemon each call discovers
+    the graph anew; on a loaded machine it can miss the node, so "not found" is retried."""
+    for _ in range(attempts):
+        done = subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout)
+        if "not found" not in (done.stdout + done.stderr).lower():
+            break
+        time.sleep(1.0)
+    return done
 
 
 class Launch:
@@ -171,9 +177,12 @@ class Launch:
             return []
 
     def interrupt(self, timeout: float = 30.0) -> int:
-        """SIGINT to `ros2 launch` only (it forwards it to its processes); its exit code."""
+        """SIGINT to the launch's process group, as Ctrl-C in a terminal does; its exit code.
+
+        (SIGINT to the `ros2 launch` process alone took about 40 s to end it here: the launch
+        snapshot's signal handling waits; a terminal never sends it that way.)"""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
