@@ -1,7 +1,9 @@
 """Run emotion_node on a camera: `ros2 launch emodan_ros emotion.launch.py image_topic:=/camera/image_raw`.
 
-Arguments: image_topic, camera_info_topic, compressed, params_file, device, model_path, namespace,
-use_sim_time, debug_image, hri_output. The node's relative topics are remapped here: `image` (or
+Arguments: image_topic, camera_info_topic, image_transport (raw|compressed; compressed:=true is the
+older spelling), params_file, device, model_path, namespace, use_sim_time, debug_image, hri_output,
+lifecycle (true: `emotion_lifecycle_node`, unconfigured until `ros2 lifecycle set` or a manager
+drives it). The node's relative topics are remapped here: `image` (or
 `image/compressed`) and `camera_info` to the camera; `landmarks`, `emotions` and `debug_image` stay
 under the namespace; with hri_output:=true the ROS4HRI topics go to /humans/faces/...
 
@@ -19,8 +21,9 @@ import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -63,8 +66,14 @@ def generate_launch_description() -> LaunchDescription:
                                           "without it the node assumes a field of view)"),
         DeclareLaunchArgument("hri_output", default_value="false",
                               description="Also publish ROS4HRI (REP 155) topics under /humans/faces"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw: <image_topic> (Image); compressed: <image_topic>/compressed "
+                                          "(CompressedImage)"),
         DeclareLaunchArgument("compressed", default_value="false",
-                              description="Subscribe to <image_topic>/compressed (CompressedImage)"),
+                              description="Deprecated (removed in 0.3): true = image_transport:=compressed"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="Run the managed (lifecycle) node: configure/activate it with "
+                                          "`ros2 lifecycle set <node> configure|activate`"),
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([share, "config", "emotion.yaml"]),
                               description="Node parameters (YAML)"),
@@ -82,9 +91,8 @@ def generate_launch_description() -> LaunchDescription:
     if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
         actions.append(SetEnvironmentVariable(
             "FASTDDS_DEFAULT_PROFILES_FILE", PathJoinSubstitution([share, "config", "fastdds.xml"])))
-    actions.append(Node(
+    node_options = dict(
         package=PACKAGE,
-        executable="emotion_node",
         name="emotion_node",
         namespace=LaunchConfiguration("namespace"),
         output="screen",
@@ -92,6 +100,7 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[
             LaunchConfiguration("params_file"),
             {
+                "image_transport": ParameterValue(LaunchConfiguration("image_transport"), value_type=str),
                 "compressed": ParameterValue(LaunchConfiguration("compressed"), value_type=bool),
                 "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
                 "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
@@ -105,5 +114,9 @@ def generate_launch_description() -> LaunchDescription:
             ("image/compressed", [image_topic, "/compressed"]),
             ("camera_info", LaunchConfiguration("camera_info_topic")),
         ],
-    ))
+    )
+    lifecycle = LaunchConfiguration("lifecycle")
+    actions.append(Node(executable="emotion_node", condition=UnlessCondition(lifecycle), **node_options))
+    actions.append(LifecycleNode(executable="emotion_lifecycle_node", condition=IfCondition(lifecycle),
+                                 **node_options))
     return LaunchDescription(actions)

@@ -37,8 +37,9 @@ if HAS_MSGS:
 # Around the astronaut's face in skimage.data.astronaut() (512x512): forehead to chin, ear to ear,
 # widened by the model's crop margin (an untrained model's points stay inside its crop).
 ASTRONAUT_REGION = (150.0, 50.0, 300.0, 215.0)
-TEST_PARAMS = {"qos_reliability": "reliable", "redetect_every": 1, "detector_max_side": 512,
-               "smoothing": 0.0, "diagnostics_period": 0.2}
+TEST_PARAMS = {"redetect_every": 1, "detector_max_side": 512, "smoothing": 0.0, "diagnostics_period": 0.2}
+# Every behaviour test runs on the plain node and on the lifecycle node (configured and activated).
+NODE_KINDS = ("plain", "lifecycle")
 
 
 def astronaut_bgr() -> np.ndarray:
@@ -106,27 +107,40 @@ class Harness:
         self.peer.destroy_node()
 
 
-def _make_node(context: Any, name: str, **params: Any) -> Any:
-    from emodan_ros.ros.node import EmotionNode
+def _make_node(context: Any, name: str, kind: str = "plain", **params: Any) -> Any:
+    """A node with an untrained model; its camera subscription made reliable the standard way
+    (``qos_overrides``), since the test publisher is reliable."""
     from emodan_ros.model.predictor import Predictor
+    from emodan_ros.ros.lifecycle import EmotionLifecycleNode
+    from emodan_ros.ros.node import EmotionNode
+    from rclpy.lifecycle import TransitionCallbackReturn
 
-    overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, **params}.items()]
-    return EmotionNode(name, predictor=Predictor.random(), context=context, parameter_overrides=overrides,
-                       namespace=f"/t{os.getpid()}_{name}")
+    namespace = f"/t{os.getpid()}_{name}_{kind}"
+    compressed = params.get("image_transport") == "compressed" or params.get("compressed")
+    topic = f"{namespace}/image/compressed" if compressed else f"{namespace}/image"
+    values = {**TEST_PARAMS, f"qos_overrides.{topic}.subscription.reliability": "reliable", **params}
+    overrides = [Parameter(k, value=v) for k, v in values.items()]
+    cls = EmotionNode if kind == "plain" else EmotionLifecycleNode
+    node = cls(name, predictor=Predictor.random(), context=context, parameter_overrides=overrides,
+               namespace=namespace)
+    if kind == "lifecycle":
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    return node
 
 
-@pytest.fixture(scope="module")
-def raw(rclpy_context: Any) -> Any:
-    node = _make_node(rclpy_context, "raw")
+@pytest.fixture(scope="module", params=NODE_KINDS)
+def raw(rclpy_context: Any, request: pytest.FixtureRequest) -> Any:
+    node = _make_node(rclpy_context, "raw", request.param)
     harness = Harness(rclpy_context, node)
     yield harness
     harness.close()
     node.destroy_node()
 
 
-@pytest.fixture(scope="module")
-def compressed(rclpy_context: Any) -> Any:
-    node = _make_node(rclpy_context, "compressed", compressed=True)
+@pytest.fixture(scope="module", params=NODE_KINDS)
+def compressed(rclpy_context: Any, request: pytest.FixtureRequest) -> Any:
+    node = _make_node(rclpy_context, "compressed", request.param, image_transport="compressed")
     harness = Harness(rclpy_context, node, compressed=True)
     yield harness
     harness.close()
@@ -330,9 +344,11 @@ def test_parameter_changes_take_effect_between_frames(rclpy_context: Any) -> Non
     from emodan_ros.ros.node import EmotionNode
 
     slow = _SlowPredictor(Predictor.random())
-    overrides = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, "detector": "haar"}.items()]
+    namespace = f"/t{os.getpid()}_between"
+    values = {**TEST_PARAMS, "detector": "haar", f"qos_overrides.{namespace}/image.subscription.reliability": "reliable"}
+    overrides = [Parameter(k, value=v) for k, v in values.items()]
     node = EmotionNode("between", predictor=slow, context=rclpy_context, parameter_overrides=overrides,
-                       namespace=f"/t{os.getpid()}_between")
+                       namespace=namespace)
     slow.pipeline = node.pipeline
     harness = Harness(rclpy_context, node)
     try:
@@ -357,7 +373,7 @@ def test_invalid_startup_parameters_refuse_to_start(rclpy_context: Any, params: 
 
 
 def test_no_model_refuses_to_start_unless_random_is_allowed(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from emodan_ros.ros import node as emotion_node
+    from emodan_ros.ros import core as emotion_node
 
     monkeypatch.setattr(emotion_node, "default_model_path", lambda: None)
     with pytest.raises(emotion_node.ModelNotFoundError, match="model_path"):
@@ -451,3 +467,94 @@ def test_decode_bombs_and_cut_jpegs_are_bad_frames_and_the_next_good_one_is_answ
         assert compressed.node.counts["bad_frames"] == before + 1
         landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (610 + k, 0)))
         assert len(landmarks.faces) == 1
+
+
+def test_camera_qos_is_sensor_data_and_overridable_the_standard_way(rclpy_context: Any) -> None:
+    from rclpy.qos import ReliabilityPolicy
+
+    from emodan_ros.model.predictor import Predictor
+    from emodan_ros.ros.node import EmotionNode
+
+    default = EmotionNode("qos_default", predictor=Predictor.random(), context=rclpy_context,
+                          namespace=f"/t{os.getpid()}_qos")
+    try:
+        assert default.image_sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert default.get_parameter(f"qos_overrides./t{os.getpid()}_qos/image.subscription.depth").value == 5
+    finally:
+        default.destroy_node()
+    overridden = _make_node(rclpy_context, "qos_override")
+    try:
+        assert overridden.image_sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    finally:
+        overridden.destroy_node()
+
+
+def test_deprecated_aliases_still_work_for_one_release(rclpy_context: Any) -> None:
+    from rclpy.qos import ReliabilityPolicy
+
+    node = _make_node(rclpy_context, "aliases", compressed=True, qos_reliability="reliable", qos_depth=3)
+    try:
+        assert node.image_sub.topic_name.endswith("/image/compressed")
+        assert node.image_sub.qos_profile.depth == 3
+        assert node.image_sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    finally:
+        node.destroy_node()
+
+
+def test_lifecycle_transitions_load_subscribe_and_stop(rclpy_context: Any) -> None:
+    """configure loads (no camera yet), activate answers frames, deactivate stops answering but keeps
+    the model, activate again answers at once; a bad configure is a FAILURE that leaves nothing built."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter as P
+
+    from emodan_ros.model.predictor import Predictor
+    from emodan_ros.ros.lifecycle import EmotionLifecycleNode
+
+    namespace = f"/t{os.getpid()}_life"
+    overrides = [P(k, value=v) for k, v in {**TEST_PARAMS, "detector": "yunet",
+                                             f"qos_overrides.{namespace}/image.subscription.reliability":
+                                             "reliable"}.items()]
+    node = EmotionLifecycleNode("life", predictor=Predictor.random(), context=rclpy_context,
+                                parameter_overrides=overrides, namespace=namespace)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE  # yunet without its model file
+        assert node.image_sub is None and getattr(node, "emotions_pub", None) is None
+    finally:
+        node.destroy_node()
+    node = _make_node(rclpy_context, "life2", "lifecycle")
+    harness = Harness(rclpy_context, node)
+    try:
+        predictor = node.predictor
+        _, emotions = harness.send_and_wait(image_msg(astronaut_bgr(), stamp=(150, 0)))
+        assert len(emotions.states) == 1
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.image_sub is None and node.predictor is predictor
+        before = node.counts["received"]
+        harness.pub.publish(image_msg(astronaut_bgr(), stamp=(151, 0)))
+        harness.spin(lambda: False, 1.0)
+        assert node.counts["received"] == before  # inactive: frames are not taken
+        assert "inactive" in node.diagnostics_status().message
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert harness.spin(lambda: harness.pub.get_subscription_count() > 0, 10.0)
+        _, emotions = harness.send_and_wait(image_msg(astronaut_bgr(), stamp=(152, 0)))
+        assert len(emotions.states) == 1 and node.predictor is predictor
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node.emotions_pub is None
+    finally:
+        harness.close()
+        node.destroy_node()
+
+
+def test_frames_lost_in_transport_are_reported(raw: Harness) -> None:
+    """A gap in the camera's DDS sequence numbers means frames lost on the way (no Fast DDS profile)."""
+    node = raw.node
+    node.diagnostics_status()  # a fresh period
+    info = {"publisher_gid": {"data": b"cam"}, "publication_sequence_number": 1}
+    msg = image_msg(np.zeros((8, 8, 3), np.uint8), stamp=(160, 0))
+    for sequence in (1, 2, 10):
+        node._on_image(msg, {**info, "publication_sequence_number": sequence})
+    status = node.diagnostics_status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["lost_in_transport_in_period"] == "7"
+    assert "lost in transport" in status.message and "Fast DDS profile" in status.message

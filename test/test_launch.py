@@ -90,13 +90,19 @@ def test_emotion_launch_declares_the_documented_arguments() -> None:
             "debug_image"} <= _declared_arguments(_tree("emotion.launch.py"))
 
 
+def _node_options(tree: ast.Module) -> ast.Call:
+    """The ``node_options = dict(...)`` both node actions (plain and lifecycle) share."""
+    (options,) = [c for c in _calls(tree, "dict") if _kw(c, "package") is not None]
+    return options
+
+
 def test_launched_executables_exist_and_are_installed() -> None:
     programs = _installed_programs()
     tree = _tree("emotion.launch.py")
-    nodes = _calls(tree, "Node")
-    assert nodes
+    assert _value(tree, _kw(_node_options(tree), "package")) == "emodan_ros"
+    nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
+    assert {_value(tree, _kw(n, "executable")) for n in nodes} == {"emotion_node", "emotion_lifecycle_node"}
     for node in nodes:
-        assert _value(tree, _kw(node, "package")) == "emodan_ros"
         exe = _value(tree, _kw(node, "executable"))
         assert (ROOT / "scripts" / exe).is_file() and exe in programs
 
@@ -118,8 +124,7 @@ def test_replay_passes_only_arguments_that_emotion_launch_declares() -> None:
 
 
 def _node_parameter_keys() -> set[str]:
-    (node,) = _calls(_tree("emotion.launch.py"), "Node")
-    params = _kw(node, "parameters")
+    params = _kw(_node_options(_tree("emotion.launch.py")), "parameters")
     keys: set[str] = set()
     for item in params.elts:  # type: ignore[union-attr]
         if isinstance(item, ast.Dict):

@@ -114,3 +114,39 @@ def test_replay_launch_plays_a_made_bag_into_the_node_with_the_package_player(tm
         code = launch.interrupt(30)
         launch.kill()
     assert code == 0
+
+
+def test_the_lifecycle_node_through_ros2_lifecycle_set() -> None:
+    """lifecycle:=true starts `emotion_lifecycle_node` unconfigured; `ros2 lifecycle set` configures,
+    activates (frames answered) and deactivates it (frames no longer taken, model kept)."""
+    from launch_helpers import ros2
+
+    ns, cam_topic = "/lc_life", "/lc_life_cam/image_raw"
+    node = f"{ns}/emotion_node"
+    launch = Launch("emotion.launch.py", f"namespace:={ns}", f"image_topic:={cam_topic}", "lifecycle:=true",
+                    "device:=cpu")
+    camera = Camera(cam_topic, ns)
+    try:
+        assert wait_until(lambda: "unconfigured" in ros2("lifecycle", "get", "--no-daemon", node).stdout, 120), \
+            launch.text()[-3000:]
+        assert camera.node.count_subscribers(camera.topic) == 0  # no camera before activate
+        for transition, state in (("configure", "inactive"), ("activate", "active")):
+            done = ros2("lifecycle", "set", "--no-daemon", node, transition, timeout=120)
+            assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
+            assert wait_until(lambda: ros2("lifecycle", "get", "--no-daemon", node).stdout.startswith(state), 30)
+        assert camera.wait_for_node(60), launch.text()[-3000:]
+        stamps = camera.stream(face_frame(640, 480), fps=10, seconds=2)
+        assert wait_until(lambda: camera.count("emotions") >= 10, 15), f"{camera.count('emotions')} answers"
+        answered = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in camera.messages("emotions")}
+        assert len(answered & set(stamps)) >= 10
+        done = ros2("lifecycle", "set", "--no-daemon", node, "deactivate", timeout=60)
+        assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
+        assert wait_until(lambda: camera.node.count_subscribers(camera.topic) == 0, 10)
+        before = camera.count("emotions")
+        camera.stream(face_frame(640, 480), fps=10, seconds=1)
+        time.sleep(1.0)
+        assert camera.count("emotions") == before  # inactive: nothing answered
+        assert launch.interrupt(30) == 0
+    finally:
+        camera.close()
+        launch.kill()

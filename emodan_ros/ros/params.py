@@ -15,6 +15,7 @@ from emodan_ros.faces.config import DetectorConfig, PipelineConfig, settings_of
 from emodan_ros.model.device import DEVICES, PRECISIONS
 
 RELIABILITIES = ("best_effort", "reliable")
+TRANSPORTS = ("raw", "compressed")
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,18 @@ PIPELINE_PARAMS = tuple(settings_of(PipelineConfig))
 DETECTOR_PARAMS = tuple(settings_of(DetectorConfig))
 
 PARAMS: dict[str, ParamSpec] = {
-    "compressed": ParamSpec(False, "Subscribe to `image/compressed` (sensor_msgs/CompressedImage) "
-                            "instead of `image` (sensor_msgs/Image).", read_only=True),
-    "qos_reliability": ParamSpec("best_effort", "Reliability of the image subscription: best_effort "
-                                 "(sensor-data profile, what cameras publish) or reliable.", read_only=True,
-                                 choices=RELIABILITIES),
-    "qos_depth": ParamSpec(5, "History depth of the image subscription (keep last).", read_only=True,
+    "image_transport": ParamSpec("raw", "Transport of the camera images, as image_transport names it: raw "
+                                 "(`image`, sensor_msgs/Image) or compressed (`image/compressed`, "
+                                 "sensor_msgs/CompressedImage). The subscription's QoS (sensor data: best effort) "
+                                 "is overridable the standard way: qos_overrides.<topic>.subscription.reliability, "
+                                 "depth, history, durability.", read_only=True, choices=TRANSPORTS),
+    "compressed": ParamSpec(False, "Deprecated (removed in 0.3): true = image_transport compressed.",
+                            read_only=True),
+    "qos_reliability": ParamSpec("best_effort", "Deprecated (removed in 0.3): the default reliability of the "
+                                 "image subscription; use qos_overrides.<topic>.subscription.reliability.",
+                                 read_only=True, choices=RELIABILITIES),
+    "qos_depth": ParamSpec(5, "Deprecated (removed in 0.3): the default history depth of the image "
+                           "subscription; use qos_overrides.<topic>.subscription.depth.", read_only=True,
                            low=1, high=100),
     "model_path": ParamSpec("", "Model checkpoint (.pt). Empty: the package's default model "
                             "(share/emodan_ros/models/emodan_default.pt).", read_only=True),
