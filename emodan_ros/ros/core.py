@@ -311,6 +311,9 @@ class EmotionCore:
             level, message = DiagnosticStatus.STALE, "inactive (not subscribed to the camera)"
         elif w.received == 0:
             level, message = DiagnosticStatus.STALE, "no images received"
+            if counts["lost_in_transport"]:
+                message += (f" ({counts['lost_in_transport']} lost in transport so far: the camera's process needs "
+                            "the package's Fast DDS profile, README 'Camera-size images over DDS')")
         elif w.lost and w.lost >= 0.1 * (w.lost + w.received):
             level, message = DiagnosticStatus.WARN, (
                 f"{w.lost} of {w.lost + w.received} frames lost in transport: the camera's process needs the "
