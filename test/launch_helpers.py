@@ -145,14 +145,14 @@ class Camera:
         rclpy.try_shutdown(context=self.context)
 
 
-def ros2(*args: str, timeout: float = 60.0, attempts: int = 3) -> subprocess.CompletedProcess:
+def ros2(*args: str, timeout: float = 60.0, attempts: int = 6) -> subprocess.CompletedProcess:
     """One `ros2` CLI call (no daemon: nothing stays behind). Without a daemon each call discovers
     the graph anew; on a loaded machine it can miss the node, so "not found" is retried."""
     for _ in range(attempts):
         done = subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout)
         if "not found" not in (done.stdout + done.stderr).lower():
             break
-        time.sleep(1.0)
+        time.sleep(2.0)
     return done
 
 
