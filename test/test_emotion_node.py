@@ -558,3 +558,72 @@ def test_frames_lost_in_transport_are_reported(raw: Harness) -> None:
     values = {kv.key: kv.value for kv in status.values}
     assert values["lost_in_transport_in_period"] == "7"
     assert "lost in transport" in status.message and "Fast DDS profile" in status.message
+
+
+def _raw_matrix() -> dict[str, Any]:
+    """Twelve kinds of malformed raw frames, each refused by the decoder with its own reason."""
+    def with_(**fields: Any) -> Any:
+        msg = image_msg(np.full((48, 64, 3), 100, np.uint8))
+        for key, value in fields.items():
+            setattr(msg, key, value)
+        return msg
+
+    row = 64 * 3
+    return {
+        "unknown encoding": with_(encoding="nonsense"), "empty encoding": with_(encoding=""),
+        "zero size": with_(height=0, width=0, step=0, data=b""), "zero width": with_(width=0, step=0),
+        "truncated": with_(data=b"\x00" * 1000), "no data": with_(data=b""),
+        "absurd size": with_(height=100_000, width=100_000, step=300_000, data=b"\x00" * 16),
+        "step shorter than a row": with_(step=7), "step needs more data": with_(step=row + 1),
+        "mono16 odd length": with_(encoding="mono16", step=128, data=b"\x00" * (128 * 48 - 1)),
+        "depth image": with_(encoding="32FC1", step=256, data=b"\x00" * (256 * 48)),
+        "yuv422 odd width": with_(encoding="yuv422", width=63, step=126, data=b"\x00" * (126 * 48)),
+    }
+
+
+def _compressed_matrix() -> dict[str, Any]:
+    """Eight kinds of broken compressed frames."""
+    import struct
+
+    good = jpeg_msg(astronaut_bgr())
+
+    def with_data(data: bytes, fmt: str = "jpeg") -> Any:
+        msg = jpeg_msg(astronaut_bgr())
+        msg.data, msg.format = data, fmt
+        return msg
+
+    bomb = bytearray(good.data)
+    sof = bomb.find(b"\xff\xc0")
+    bomb[sof + 5:sof + 9] = struct.pack(">HH", 5773, 5773)
+    ok, png = cv2.imencode(".png", astronaut_bgr()[:64, :64])
+    png_bomb = bytearray(png.tobytes())
+    png_bomb[16:24] = struct.pack(">II", 5000, 5000)
+    return {
+        "empty": with_data(b""), "garbage": with_data(os.urandom(5000)),
+        "cut, no end marker": with_data(bytes(good.data[: len(good.data) // 2])),
+        "cut, end marker re-added": with_data(bytes(good.data[: len(good.data) // 2]) + b"\xff\xd9"),
+        "header only": with_data(bytes(good.data[:200]) + b"\x00" * 100),
+        "decode bomb (jpeg)": with_data(bytes(bomb)), "decode bomb (png)": with_data(bytes(png_bomb), "png"),
+        "cut png": with_data(png.tobytes()[: len(png) // 2], "png"),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_raw_matrix()))
+def test_bad_input_matrix_raw(raw: Harness, kind: str) -> None:
+    """Each malformed raw frame is one bad frame (not an error), and the next good frame is answered."""
+    before = dict(raw.node.counts)
+    raw.send_bad_and_wait(_raw_matrix()[kind])
+    assert raw.node.counts["bad_frames"] == before["bad_frames"] + 1 and raw.node.counts["errors"] == before["errors"]
+    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (700 + list(_raw_matrix()).index(kind), 0)))
+    assert len(landmarks.faces) == 1
+
+
+@pytest.mark.parametrize("kind", list(_compressed_matrix()))
+def test_bad_input_matrix_compressed(compressed: Harness, kind: str) -> None:
+    before = dict(compressed.node.counts)
+    compressed.send_bad_and_wait(_compressed_matrix()[kind])
+    counts = compressed.node.counts
+    assert counts["bad_frames"] == before["bad_frames"] + 1 and counts["errors"] == before["errors"], kind
+    stamp = (800 + list(_compressed_matrix()).index(kind), 0)
+    landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), stamp))
+    assert len(landmarks.faces) == 1
