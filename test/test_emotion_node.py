@@ -613,7 +613,8 @@ def test_bad_input_matrix_raw(raw: Harness, kind: str) -> None:
     """Each malformed raw frame is one bad frame (not an error), and the next good frame is answered."""
     before = dict(raw.node.counts)
     raw.send_bad_and_wait(_raw_matrix()[kind])
-    assert raw.node.counts["bad_frames"] == before["bad_frames"] + 1 and raw.node.counts["errors"] == before["errors"]
+    counts = raw.node.counts
+    assert counts["bad_frames"] == before["bad_frames"] + 1 and counts["errors"] == before["errors"], kind
     landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (700 + list(_raw_matrix()).index(kind), 0)))
     assert len(landmarks.faces) == 1
 
