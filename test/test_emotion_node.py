@@ -345,7 +345,8 @@ def test_parameter_changes_take_effect_between_frames(rclpy_context: Any) -> Non
 
     slow = _SlowPredictor(Predictor.random())
     namespace = f"/t{os.getpid()}_between"
-    values = {**TEST_PARAMS, "detector": "haar", f"qos_overrides.{namespace}/image.subscription.reliability": "reliable"}
+    values = {**TEST_PARAMS, "detector": "haar",
+              f"qos_overrides.{namespace}/image.subscription.reliability": "reliable"}
     overrides = [Parameter(k, value=v) for k, v in values.items()]
     node = EmotionNode("between", predictor=slow, context=rclpy_context, parameter_overrides=overrides,
                        namespace=namespace)
