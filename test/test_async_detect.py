@@ -67,12 +67,15 @@ class Detector:
         self.world = world
         self.gate = threading.Event()
         self.gate.set()
+        self.held = threading.Event()  # set once a detection waits at the closed gate
         self.fail = False
         self.calls = 0
         self.threads: set[str] = set()
 
     def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.threads.add(threading.current_thread().name)
+        if not self.gate.is_set():
+            self.held.set()
         assert self.gate.wait(10.0)
         self.calls += 1
         if self.fail:
@@ -181,6 +184,7 @@ def test_a_face_that_leaves_is_gone_at_once_and_an_old_detection_does_not_bring_
     assert len(ids) == 2
     detector.gate.clear()  # the detection of the frame below, B still in it, is held back
     pipe.process(world.frame({"A": a, "B": b}))
+    assert detector.held.wait(10.0)
     faces = pipe.process(world.frame({"A": a}))  # B left: its box shows the background
     assert len(faces) == 1 and pipe.stats.rejected == 1
     pipe.detections.discard()  # only the old detection comes back first (the newer one is not done yet)
