@@ -24,12 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emodan_ros.faces.appearance import patch
-from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.boxes import MIN_BOX_SIDE, iou_matrix
 from emodan_ros.faces.detector import FaceDetector
 from emodan_ros.faces.tracker import centre_closeness, greedy_match
-
-# Below this size (px) a box gives the model too few pixels to say anything (as in the pipeline).
-MIN_BOX_SIDE = 8.0
 
 
 def clean_detections(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,13 +39,11 @@ from emodan_ros.faces.appearance import patch, similarity
 from emodan_ros.faces.async_detect import AsyncDetector, Detection, clean_detections, match_detections
 from emodan_ros.faces.crop import box_from_landmarks
 from emodan_ros.faces.detector import FaceDetector
-from emodan_ros.faces.boxes import inside_fraction, iou_matrix
+from emodan_ros.faces.boxes import MIN_BOX_SIDE, inside_fraction, iou_matrix
 from emodan_ros.faces.config import PipelineConfig
 from emodan_ros.faces.head_pose import HeadPose
 from emodan_ros.faces.tracker import FaceTracker
 
-# Below this size (px) a box gives the model too few pixels to say anything.
-MIN_BOX_SIDE = 8.0
 # A box must keep this share of its area inside the image to be followed further.
 MIN_INSIDE_FRACTION = 0.5
 # Two followed faces overlapping this much are one face that two tracks converged on.
@@ -257,12 +255,11 @@ class EmotionPipeline:
             self.reset()
             self._frame_size = (width, height)
         followed, appearances, ids = self._followed(width, height)
-        n = self.config.max_faces
-        followed, appearances, ids = followed[:n], appearances[:n], ids[:n]
-        if self.config.detect_async:
+        if self.config.detect_async:  # caps (and counts) followed and new faces together
             results = self._process_async(image_bgr, followed, appearances, ids)
         else:
-            results = self._process_sync(image_bgr, followed, appearances)
+            n = self.config.max_faces
+            results = self._process_sync(image_bgr, followed[:n], appearances[:n])
         self.counters.faces += len(results)
         self.stats.total_ms = (time.perf_counter() - t0) * 1000.0
         return results
@@ -363,6 +360,7 @@ class EmotionPipeline:
         kept = np.flatnonzero(confirmed)
         boxes, scores = self._cap(np.concatenate([followed[kept], new_boxes]),
                                   np.concatenate([np.ones(len(kept), np.float32), new_scores]))
+        kept = kept[: len(boxes)]
         is_followed = np.arange(len(boxes)) < len(kept)
         detect_ms = predict_ms = 0.0
         out, rows, gone = None, np.arange(len(boxes)), 0
@@ -379,11 +377,13 @@ class EmotionPipeline:
                 self._need_detect = True
                 self._valid_from = frame
             rows = np.flatnonzero(~lost)
-        if len(rows) == 0:  # nobody to report in any case: this frame may as well wait for the detector
+        synced = len(rows) == 0
+        if synced:  # nobody to report in any case: this frame may as well wait for the detector
             td = time.perf_counter()
             boxes, scores = self._cap(*self._detect(image_bgr, followed[:0])[:2])
             detect_ms = (time.perf_counter() - td) * 1000.0
             detected = True
+            self._need_detect = False  # this frame has just been looked at
             rows = np.arange(len(boxes))
             if len(boxes):
                 tp = time.perf_counter()
@@ -392,8 +392,8 @@ class EmotionPipeline:
         boxes, scores = boxes[rows], scores[rows]
         ids = self.tracker.update(boxes, scores)
         results = self._report(image_bgr, ids, boxes, scores, out, rows) if len(boxes) else []
-        self._since_detect += 1
-        if self._need_detect or self._since_detect >= self.config.redetect_every:
+        self._since_detect += 0 if synced else 1
+        if not synced and (self._need_detect or self._since_detect >= self.config.redetect_every):
             self._seen[frame] = ([r.face_id for r in results], np.array([r.box for r in results],
                                                                          np.float32).reshape(-1, 4))
             while len(self._seen) > MAX_SEEN:
