@@ -159,7 +159,11 @@ class EmotionPipeline:
         self._seen.clear()
 
     def close(self) -> None:
-        """Stop the detector's thread (also done when the pipeline is garbage-collected or at exit)."""
+        """Stop the detector's thread (also done when the pipeline is garbage-collected or at exit).
+
+        The pipeline still answers afterwards, but in the detect_async mode it then detects only on
+        frames with nobody to follow.
+        """
         self._closer()
 
     def __enter__(self) -> EmotionPipeline:
