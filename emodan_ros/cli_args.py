@@ -51,6 +51,10 @@ def add_pipeline_args(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     for name, (default, info) in settings_of(PipelineConfig).items():
         value = defaults.get(name, default)
         text = f"{info.description} [{info.low:g}, {info.high:g}]" if info.low is not None else info.description
+        if isinstance(default, bool):  # --detect-async / --no-detect-async (type=bool would take "false" as true)
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action=argparse.BooleanOptionalAction,
+                                default=value, help=text)
+            continue
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=value, help=text)
 
 

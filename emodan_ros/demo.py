@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out", help="folder for the annotated frames")
     parser.add_argument("--node-arg", action="append", default=[], help="extra --ros-args item for the node")
     # A demo shows each frame on its own: detect on every frame, no smoothing across frames.
-    add_pipeline_args(parser, redetect_every=1, smoothing=0.0)
+    add_pipeline_args(parser, redetect_every=1, smoothing=0.0, detect_async=False)
     args = parser.parse_args(argv)
     if args.bag:
         frames = list(bag_frames(args.bag, args.topic))

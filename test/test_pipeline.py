@@ -76,6 +76,9 @@ FRAME = _texture()
 
 
 def _pipeline(scene: Scene, **kwargs) -> tuple[EmotionPipeline, ScriptedModel]:
+    """A pipeline in the synchronous mode, whose cadence these tests pin down frame by frame
+    (the detector thread's mode: test_async_detect.py)."""
+    kwargs.setdefault("detect_async", False)
     model = ScriptedModel(scene)
     return EmotionPipeline(model, ScriptedDetector(scene), PipelineConfig(**kwargs)), model
 
@@ -160,7 +163,7 @@ def test_bad_settings_are_refused_and_change_nothing() -> None:
                 {"iou_threshold": 0.0}, {"max_missed": -1}):
         with pytest.raises(ValueError):
             pipe.configure(**bad)
-    assert pipe.config == PipelineConfig()
+    assert pipe.config == PipelineConfig(detect_async=False)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +171,8 @@ def real_pipeline() -> EmotionPipeline:
     predictor_mod = pytest.importorskip("emodan_ros.model.predictor")
     from emodan_ros.faces.detector import HaarDetector
 
-    return EmotionPipeline(predictor_mod.Predictor.random(), HaarDetector(), PipelineConfig(redetect_every=1))
+    return EmotionPipeline(predictor_mod.Predictor.random(), HaarDetector(),
+                          PipelineConfig(redetect_every=1, detect_async=False))
 
 
 def test_untrained_model_on_the_astronaut_gives_one_plausible_face(real_pipeline: EmotionPipeline) -> None:

@@ -33,8 +33,36 @@ def predictor():
     return Predictor.from_checkpoint(MODEL, device="cpu", precision="fp32")
 
 
-def _pipeline(predictor, **settings) -> EmotionPipeline:
-    return EmotionPipeline(predictor, HaarDetector(), PipelineConfig(**settings))
+@pytest.fixture(params=["sync", "async", "async_paced"])
+def mode(request) -> str:
+    """How detection runs: in line; on its thread with frames back to back (the detector lags several
+    frames); on its thread with the detector done before each next frame (a camera slower than it)."""
+    return request.param
+
+
+@pytest.fixture
+def pipelines(predictor, mode: str):
+    """Pipelines of the probe's mode, closed after the test."""
+    made: list[EmotionPipeline] = []
+
+    def make(**settings) -> EmotionPipeline:
+        pipe = EmotionPipeline(predictor, HaarDetector(), PipelineConfig(detect_async=mode != "sync", **settings))
+        if mode == "async_paced":
+            inner = pipe.process
+
+            def paced(image: np.ndarray) -> list:
+                faces = inner(image)
+                assert pipe.detections.wait(30.0)
+                return faces
+
+            pipe.process = paced  # type: ignore[method-assign]
+        made.append(pipe)
+        return pipe
+
+    yield make
+    for pipe in made:
+        pipe.close()
+        assert not pipe.detections.alive
 
 
 def astronaut() -> np.ndarray:
@@ -57,10 +85,10 @@ def _jpeg(bgr: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["noise", "grey"])
 @pytest.mark.parametrize("form", ["bgr8", "mono8", "jpeg"])
 @pytest.mark.parametrize("faces_before", [1, 2, 3, 4])
-def test_no_ghost_face_after_the_face_left(predictor, kind: str, form: str, faces_before: int) -> None:
+def test_no_ghost_face_after_the_face_left(pipelines, kind: str, form: str, faces_before: int) -> None:
     """Noise or a flat frame right after frames with a face: no face at all, from the first such frame."""
     convert = {"bgr8": lambda x: x, "mono8": _mono, "jpeg": _jpeg}[form]
-    pipe = _pipeline(predictor)
+    pipe = pipelines()
     for _ in range(faces_before):
         assert len(pipe.process(convert(astronaut()))) == 1
     for k in range(6):
@@ -81,9 +109,13 @@ def _moving(steps: int, amplitude: float = 94.0) -> list[np.ndarray]:
     return frames
 
 
-def test_a_still_and_a_moving_face_keep_being_reported_with_one_id(predictor) -> None:
-    for frames in ([astronaut()] * 15, _moving(20)):
-        pipe = _pipeline(predictor)
+def test_a_still_and_a_moving_face_keep_being_reported_with_one_id(pipelines, mode: str) -> None:
+    # With frames back to back the detector answers several frames late; a face moving a third of
+    # its width per frame has then left the box it was last confirmed in, as it would on a camera
+    # faster than the detector: a new id there is the expected cost, so only the still face counts.
+    sequences = ([astronaut()] * 15,) if mode == "async" else ([astronaut()] * 15, _moving(20))
+    for frames in sequences:
+        pipe = pipelines()
         ids = []
         for frame in frames:
             faces = pipe.process(frame)
@@ -93,9 +125,9 @@ def test_a_still_and_a_moving_face_keep_being_reported_with_one_id(predictor) ->
 
 
 @pytest.mark.parametrize("gap", ["G", "N", "GGNN", "NG"])
-def test_one_person_keeps_one_id_across_an_interruption(predictor, gap: str) -> None:
+def test_one_person_keeps_one_id_across_an_interruption(pipelines, gap: str) -> None:
     """Grey (G) or noise (N) frames, then the same person back, a little to the side: the same id."""
-    pipe = _pipeline(predictor)
+    pipe = pipelines()
     before = astronaut()
     shift = np.float32([[1, 0, 45], [0, 1, 0]])  # moved by half a face width while away
     after = cv2.warpAffine(before, shift, (512, 512), borderMode=cv2.BORDER_REPLICATE)
@@ -111,11 +143,11 @@ def test_one_person_keeps_one_id_across_an_interruption(predictor, gap: str) -> 
     assert [first.pop()] * 5 == ids
 
 
-def test_tracking_is_reset_when_the_frame_size_changes(predictor) -> None:
+def test_tracking_is_reset_when_the_frame_size_changes(pipelines) -> None:
     """512 px frames alternating with the same scene at 1536 px: each large frame gets its own box."""
     small = astronaut()
     large = cv2.resize(small, (1536, 1536), interpolation=cv2.INTER_CUBIC)
-    pipe = _pipeline(predictor)
+    pipe = pipelines()
     (reference,) = pipe.process(small)
     for k in range(6):
         faces = pipe.process(large if k % 2 == 0 else small)

@@ -54,8 +54,10 @@ def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = 
         from emodan_ros.evaluation.evaluate import make_eval_detector
         from emodan_ros.faces.pipeline import EmotionPipeline
 
+        # Offline replays as fast as the CPU allows: the detector runs in line, so a score does not
+        # depend on the machine's speed (detect_async applies to --mode live, where the node runs).
         pipeline = EmotionPipeline(predictor, make_eval_detector(detector, detector_max_side, detector_model),
-                                   PipelineConfig(**pipeline_settings))
+                                   PipelineConfig(**{**pipeline_settings, "detect_async": False}))
         frames, extra = run_offline(bag, inputs, pipeline, status)
         names = tuple(predictor.class_names)
     elif mode == "live":

@@ -251,7 +251,7 @@ def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str =
         from emodan_ros.faces.pipeline import EmotionPipeline
 
         pipeline = EmotionPipeline(predictor, make_eval_detector(detector, detector_max_side, detector_model),
-                                   PipelineConfig(redetect_every=1, smoothing=0.0))
+                                   PipelineConfig(redetect_every=1, smoothing=0.0, detect_async=False))
         records = run_frames(pipeline, dataset, limit)
     dataset_classes = canonical_classes(dataset.classes) if dataset.classes else ()
     scored = score(records, predictor.class_names, dataset_classes, restrict)

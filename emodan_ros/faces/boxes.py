@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Below this size (px) a box gives the model too few pixels to say anything.
+MIN_BOX_SIDE = 8.0
+
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise intersection-over-union of xyxy boxes ``a`` (N,4) and ``b`` (M,4) -> (N,M)."""

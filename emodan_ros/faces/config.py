@@ -84,6 +84,9 @@ class PipelineConfig(_Checked):
     max_missed: int = setting(5, "Frames a face may go unseen before its id is forgotten.", 0, 1000)
     smoothing: float = setting(0.5, "Emotion smoothing per face: weight of the past in an exponential "
                                     "moving average (0 = off, 0.9 = slow).", 0.0, 0.99)
+    detect_async: bool = setting(True, "Run the face detector on its own thread: followed faces never wait "
+                                       "for it, new faces appear one detector run later (false: a detection "
+                                       "frame waits for the detector; same answers on any machine).")
 
 
 @dataclass(frozen=True)

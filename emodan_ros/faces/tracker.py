@@ -43,6 +43,18 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def centre_closeness(track_boxes: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(tracks, boxes) matrix: 1 - centre distance / the track's larger side where that distance is
+    under ``CENTRE_MATCH``, else -1 (for :func:`greedy_match` with threshold 0)."""
+    track_boxes = np.asarray(track_boxes, np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    centres_t = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
+    centres_b = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = np.maximum(track_boxes[:, 2] - track_boxes[:, 0], track_boxes[:, 3] - track_boxes[:, 1])
+    distance = np.linalg.norm(centres_t[:, None] - centres_b[None], axis=-1) / np.maximum(side, 1e-6)[:, None]
+    return np.where(distance < CENTRE_MATCH, 1.0 - distance, -1.0)
+
+
 @dataclass
 class Track:
     """One face followed over time."""
@@ -133,12 +145,7 @@ class FaceTracker:
         cols = [c for c in range(len(boxes)) if ids[c] == 0]
         if not rows or not cols:
             return []
-        track_boxes = np.array([tracks[r].box for r in rows], np.float64).reshape(-1, 4)
-        centres_t = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
-        centres_b = (boxes[cols, :2] + boxes[cols, 2:]) / 2
-        side = np.maximum(track_boxes[:, 2] - track_boxes[:, 0], track_boxes[:, 3] - track_boxes[:, 1])
-        distance = np.linalg.norm(centres_t[:, None] - centres_b[None], axis=-1) / np.maximum(side, 1e-6)[:, None]
-        closeness = np.where(distance < CENTRE_MATCH, 1.0 - distance, -1.0)
+        closeness = centre_closeness(np.array([tracks[r].box for r in rows]), boxes[cols])
         return [(rows[i], cols[j]) for i, j in greedy_match(closeness, 0.0)]
 
     def set_box(self, face_id: int, box: np.ndarray) -> None:
