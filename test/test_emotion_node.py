@@ -616,7 +616,7 @@ def test_bad_input_matrix_raw(raw: Harness, kind: str) -> None:
     raw.send_bad_and_wait(_raw_matrix()[kind])
     counts = raw.node.counts
     assert counts["bad_frames"] == before["bad_frames"] + 1 and counts["errors"] == before["errors"], kind
-    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (700 + list(_raw_matrix()).index(kind), 0)))
+    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (1700 + list(_raw_matrix()).index(kind), 0)))
     assert len(landmarks.faces) == 1
 
 
@@ -626,6 +626,33 @@ def test_bad_input_matrix_compressed(compressed: Harness, kind: str) -> None:
     compressed.send_bad_and_wait(_compressed_matrix()[kind])
     counts = compressed.node.counts
     assert counts["bad_frames"] == before["bad_frames"] + 1 and counts["errors"] == before["errors"], kind
-    stamp = (800 + list(_compressed_matrix()).index(kind), 0)
+    stamp = (1800 + list(_compressed_matrix()).index(kind), 0)
     landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), stamp))
+    assert len(landmarks.faces) == 1
+
+
+def test_a_failing_detector_shows_in_diagnostics_and_the_node_keeps_answering(raw: Harness) -> None:
+    """Errors on the detector's thread must not vanish: diagnostics name them, frames still get answers."""
+    node = raw.node
+    detector = node.pipeline.detections
+    real = detector.detector
+
+    class Broken:
+        name = real.name
+
+        def detect(self, image: Any) -> Any:
+            raise RuntimeError("detector exploded")
+
+    node.diagnostics_status()
+    node.pipeline.tracker.reset()
+    detector.detector = Broken()
+    try:
+        raw.send_and_wait(image_msg(astronaut_bgr(), stamp=(1900, 0)))
+        status = node.diagnostics_status()
+        values = {kv.key: kv.value for kv in status.values}
+        assert int(values["detector_errors_total"]) >= 1 and "detector exploded" in values["detector_last_error"]
+        assert "face detector failed" in status.message
+    finally:
+        detector.detector = real
+    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), stamp=(1901, 0)))
     assert len(landmarks.faces) == 1

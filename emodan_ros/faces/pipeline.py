@@ -106,7 +106,7 @@ class PipelineCounters:
     capped_faces: int = 0  # faces found but not processed because of max_faces
     rejected_follows: int = 0  # followed faces the appearance check refused
     resets: int = 0  # tracking forgotten because the frame size changed
-    detector_errors: int = 0  # detections that raised on the detector's thread (async mode)
+    detector_errors: int = 0  # detections that raised (either thread); the frame went on without boxes
     stale_detections: int = 0  # async detections thrown away: for a frame before a face was lost
 
 
@@ -204,12 +204,17 @@ class EmotionPipeline:
 
     def _detect(self, image_bgr: np.ndarray, followed: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Detector boxes and scores, and whether some followed face was not confirmed by them."""
-        if self.config.detect_async:  # the detector's thread may be using it: take turns
-            boxes, scores = self.detections.detect_now(image_bgr)
-            self.detections.discard()
-            self._valid_from = self.counters.frames
-        else:
-            boxes, scores = clean_detections(*self.detector.detect(image_bgr))
+        try:
+            if self.config.detect_async:  # the detector's thread may be using it: take turns
+                boxes, scores = self.detections.detect_now(image_bgr)
+                self.detections.discard()
+                self._valid_from = self.counters.frames
+            else:
+                boxes, scores = clean_detections(*self.detector.detect(image_bgr))
+        except Exception as exc:  # a broken detector must not cost the frame: no boxes, counted, named
+            self.counters.detector_errors += 1
+            self.detections.last_error = f"{type(exc).__name__}: {exc}"
+            boxes, scores = clean_detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         self.counters.detector_calls += 1
         self._since_detect = 0
         unconfirmed = False

@@ -78,7 +78,8 @@ def load_predictor(model_path: str, allow_random: bool, device: str, precision: 
 class _Window:
     """Events and values of the current diagnostics period."""
 
-    def __init__(self) -> None:
+    def __init__(self, detector_errors_before: int = 0) -> None:
+        self.detector_errors_before = detector_errors_before
         self.received = 0
         self.processed = 0
         self.dropped = 0
@@ -259,7 +260,11 @@ class EmotionCore:
         image = self._decode(msg)
         if image is None:
             return
+        errors = self.pipeline.counters.detector_errors
         faces = self.pipeline.process(image)
+        if self.pipeline.counters.detector_errors > errors:
+            self.get_logger().error(f"face detector failed: {self.pipeline.detections.last_error}",
+                                    throttle_duration_sec=WARN_PERIOD_S)
         height, width = image.shape[:2]
         intrinsics = self.camera.intrinsics(width, height)
         for face in faces:
@@ -299,7 +304,7 @@ class EmotionCore:
     def diagnostics_status(self) -> DiagnosticStatus:
         """Summary of the last period (and totals); resets the period."""
         with self._stats_lock:
-            w, self._window = self._window, _Window()
+            w, self._window = self._window, _Window(self.pipeline.counters.detector_errors)
             counts = dict(self.counts)
         span = max(time.monotonic() - w.start, 1e-6)
         lat = np.array(w.latency_ms) if w.latency_ms else np.array([math.nan])
@@ -314,6 +319,10 @@ class EmotionCore:
             if counts["lost_in_transport"]:
                 message += (f" ({counts['lost_in_transport']} lost in transport so far: the camera's process needs "
                             "the package's Fast DDS profile, README 'Camera-size images over DDS')")
+        elif self.pipeline.counters.detector_errors > w.detector_errors_before:
+            level, message = DiagnosticStatus.ERROR, (
+                f"the face detector failed {self.pipeline.counters.detector_errors - w.detector_errors_before} "
+                f"times: {self.pipeline.detections.last_error}")
         elif w.lost and w.lost >= 0.1 * (w.lost + w.received):
             level, message = DiagnosticStatus.WARN, (
                 f"{w.lost} of {w.lost + w.received} frames lost in transport: the camera's process needs the "
@@ -346,6 +355,9 @@ class EmotionCore:
             "faces_lost_total": str(self.pipeline.counters.rejected_follows),
             "ids_forgotten_total": str(self.pipeline.tracker.forgotten),
             "tracking_resets_total": str(self.pipeline.counters.resets),
+            "detector_errors_total": str(self.pipeline.counters.detector_errors),
+            "detector_last_error": self.pipeline.detections.last_error or "",
+            "stale_detections_total": str(self.pipeline.counters.stale_detections),
             **{f"{k}_total": str(v) for k, v in counts.items()},
         }
         return DiagnosticStatus(
@@ -368,6 +380,7 @@ class EmotionCore:
             self._cond.notify_all()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=10.0)
+        self.pipeline.close()  # the detector's thread
 
     def _release(self) -> None:
         """Undo :meth:`_build` (lifecycle cleanup, node destruction); safe on a half-built node."""
