@@ -314,15 +314,15 @@ class EmotionCore:
         level, message = DiagnosticStatus.OK, "ok"
         if self.image_sub is None:
             level, message = DiagnosticStatus.STALE, "inactive (not subscribed to the camera)"
+        elif self.pipeline.counters.detector_errors > w.detector_errors_before:
+            level, message = DiagnosticStatus.ERROR, (
+                f"the face detector failed {self.pipeline.counters.detector_errors - w.detector_errors_before} "
+                f"times: {self.pipeline.detections.last_error}")
         elif w.received == 0:
             level, message = DiagnosticStatus.STALE, "no images received"
             if counts["lost_in_transport"]:
                 message += (f" ({counts['lost_in_transport']} lost in transport so far: the camera's process needs "
                             "the package's Fast DDS profile, README 'Camera-size images over DDS')")
-        elif self.pipeline.counters.detector_errors > w.detector_errors_before:
-            level, message = DiagnosticStatus.ERROR, (
-                f"the face detector failed {self.pipeline.counters.detector_errors - w.detector_errors_before} "
-                f"times: {self.pipeline.detections.last_error}")
         elif w.lost and w.lost >= 0.1 * (w.lost + w.received):
             level, message = DiagnosticStatus.WARN, (
                 f"{w.lost} of {w.lost + w.received} frames lost in transport: the camera's process needs the "
