@@ -133,7 +133,7 @@ def test_the_lifecycle_node_through_ros2_lifecycle_set() -> None:
         for transition, state in (("configure", "inactive"), ("activate", "active")):
             done = ros2("lifecycle", "set", "--no-daemon", node, transition, timeout=120)
             assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
-            assert wait_until(lambda: ros2("lifecycle", "get", "--no-daemon", node).stdout.startswith(state), 30)
+            assert wait_until(lambda: ros2("lifecycle", "get", "--no-daemon", node).stdout.startswith(state), 90)
         assert camera.wait_for_node(60), launch.text()[-3000:]
         stamps = camera.stream(face_frame(640, 480), fps=10, seconds=2)
         assert wait_until(lambda: camera.count("emotions") >= 10, 15), f"{camera.count('emotions')} answers"

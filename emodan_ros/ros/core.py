@@ -16,16 +16,21 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, Quaternion
 from rcl_interfaces.msg import SetParametersResult
+import rclpy
 from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import MessageInfo, Subscription
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -42,6 +47,7 @@ from emodan_ros.model.predictor import Predictor
 from emodan_ros.msg import EmotionState, EmotionStateArray, FaceLandmarks, FaceLandmarksArray
 from emodan_ros.ros.camera_model import CameraModel
 from emodan_ros.ros.params import PARAMS, PIPELINE_PARAMS, descriptor, invalid_reason
+from emodan_ros.ros.runtime import spin_until, stop_on_signals
 from emodan_ros.ros.transport import SequenceGaps
 
 if TYPE_CHECKING:
@@ -426,3 +432,35 @@ def image_qos(p: dict[str, Any]) -> QoSProfile:
 # What a bad parameter, model file or detector raises while the node is built: one FATAL line, exit 1.
 STARTUP_ERRORS = (ModelNotFoundError, DetectorError, CheckpointError, ParameterException,
                   NameValidationException, ValueError, OSError)
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> None:
+    """Run the node ``factory`` builds until SIGINT/SIGTERM; exit code 1, with the reason in one FATAL
+    line, when it cannot start (both executables: the plain and the lifecycle node)."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop_on_signals()
+    executor = SingleThreadedExecutor()
+    node = None
+    failed = False
+    try:
+        node = factory()
+        executor.add_node(node)
+        spin_until(executor, stop)
+    except ExternalShutdownException:
+        pass
+    except STARTUP_ERRORS as exc:
+        if node is not None:
+            raise  # after start-up these are bugs: show them whole
+        reason = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
+        rclpy.logging.get_logger("emotion_node").fatal(f"cannot start: {reason}")
+        failed = True
+    except Exception:
+        if rclpy.ok():
+            raise  # a real failure; otherwise a signal stopped the start-up half-way
+    finally:
+        if node is not None:
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    if failed:
+        sys.exit(1)

@@ -8,17 +8,12 @@ logged, and the node stays unconfigured: a lifecycle manager can fix the paramet
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
 
 from emodan_ros.faces.pipeline import PredictorLike
-from emodan_ros.ros.core import STARTUP_ERRORS, EmotionCore
-from emodan_ros.ros.runtime import spin_until, stop_on_signals
+from emodan_ros.ros.core import STARTUP_ERRORS, EmotionCore, run_node
 
 
 class EmotionLifecycleNode(EmotionCore, LifecycleNode):
@@ -63,30 +58,7 @@ class EmotionLifecycleNode(EmotionCore, LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Run the lifecycle node (unconfigured until a manager or `ros2 lifecycle set` drives it)."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
-    executor = SingleThreadedExecutor()
-    node = None
-    failed = False
-    try:
-        node = EmotionLifecycleNode()
-        executor.add_node(node)
-        spin_until(executor, stop)
-    except ExternalShutdownException:
-        pass
-    except STARTUP_ERRORS as exc:  # a parameter out of range or of the wrong type, at declaration
-        if node is not None:
-            raise
-        rclpy.logging.get_logger("emotion_node").fatal(f"cannot start: {' '.join(str(exc).split())}")
-        failed = True
-    finally:
-        if node is not None:
-            node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
-    if failed:
-        sys.exit(1)
-
+    run_node(EmotionLifecycleNode, args)
 
 if __name__ == "__main__":
     main()
