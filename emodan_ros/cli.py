@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     average.set_defaults(func=_average)
 
     bench = commands.add_parser("model-bench", help="parameters, GMACs and CPU latency per face of model sizes")
-    bench.add_argument("--presets", nargs="+", default=["cpu", "dan112", "paper224"])
+    bench.add_argument("--presets", nargs="+", default=["cpu", "rt112", "dan112", "paper224"])
     bench.add_argument("--checkpoint", action="append", default=[], help="also measure these checkpoints")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--repeats", type=int, default=20)
@@ -107,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     peers = commands.add_parser("bench", help="our model vs dlib, fer and the detectors on the same images")
     peers.add_argument("--model", required=True, help="checkpoint of our default model")
     peers.add_argument("--ferplus", required=True, help="FER+ folder with label.csv (e.g. FER2013Valid)")
-    peers.add_argument("--landmarks", nargs="+", required=True, help="300-W folders with .pts + images")
+    peers.add_argument("--landmarks", nargs="+", required=True,
+                       help="folders with .pts + images (files the model trained on are left out)")
+    peers.add_argument("--pts-offset", type=float, default=0.0,
+                       help="subtracted from .pts coordinates (1 for 1-based files)")
+    peers.add_argument("--frames", action="append", default=[], metavar="NAME=CSV",
+                       help="path,label manifest of photos scored through the frame path (repeatable)")
     peers.add_argument("--out", required=True, help="folder for bench.md, bench.json, frontier.png")
     peers.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (>= 3)")
     peers.add_argument("--limit", type=int, default=0, help="at most this many images per dataset (0: all)")

@@ -58,7 +58,7 @@ def package_file(relative: str) -> Path | None:
 
         try:
             candidates.append(Path(get_package_share_directory("emodan_ros")) / relative)
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: no ROS environment sourced (AMENT_PREFIX_PATH unset)
             pass
     except ImportError:
         pass

@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 import torch
 
+from skimage import data as skdata
+
+from emodan_ros.bench import accuracy as bench_accuracy
 from emodan_ros.bench import measure as bench_measure
 from emodan_ros.bench import peers as bench
 from emodan_ros.bench import report as bench_report
 from emodan_ros.model.checkpoint import save_checkpoint
 from emodan_ros.faces.classes import FERPLUS_CLASSES
+from emodan_ros.faces.detector import make_detector
 from emodan_ros.model.dan import DANConfig, EmotionalDAN, default_mean_shape
 
 TINY = DANConfig(input_size=32, num_stages=1, width=0.125, convs_per_block=1, fc_size=16)
@@ -57,17 +61,32 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         image = rng.integers(60, 200, (120, 120, 3), dtype=np.uint8)
         assert cv2.imwrite(str(w300 / f"face{i}.png"), image)
         _write_pts(w300 / f"face{i}.pts", points)
+    # A real face (scikit-image's astronaut) whose annotation lies in the node detector's box, so the
+    # landmark rows have a face their own detector finds.
+    photo = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)[0:256, 96:352]
+    (box,) = make_detector("blaze").detect(photo)[0][:1]
+    unit = (mean - mean.min(0)) / (mean.max(0) - mean.min(0))
+    assert cv2.imwrite(str(w300 / "face4.png"), photo)
+    _write_pts(w300 / "face4.pts", box[:2] + unit * (box[2:] - box[:2]))
+    frames = root / "frames"
+    frames.mkdir()
+    for name in ("smile.png", "calm.png"):
+        assert cv2.imwrite(str(frames / name), photo)
+    assert cv2.imwrite(str(frames / "empty.png"), np.full((200, 200, 3), 90, np.uint8))
+    (frames / "labels.csv").write_text("path,label\nsmile.png,happiness\ncalm.png,neutral\nempty.png,anger\n")
     torch.manual_seed(0)
     model = root / "tiny.pt"
-    holdout = {"landmarks": {"holdout_files": ["face0.pts", "face2.pts", "face3.pts"]}}
-    save_checkpoint(model, EmotionalDAN(TINY), data=holdout)
-    return {"model": model, "fer": fer, "landmarks": w300, "root": root}
+    # The run trained on face1 (in its folder, not in its holdout): the bench must leave it out.
+    held = {"landmarks": {"dirs": [str(w300)], "holdout_files": ["face0.pts", "face2.pts", "face3.pts", "face4.pts"]}}
+    save_checkpoint(model, EmotionalDAN(TINY), data=held)
+    return {"model": model, "fer": fer, "landmarks": w300, "root": root, "frames": frames / "labels.csv"}
 
 
 @pytest.fixture(scope="module")
 def report(fixtures: dict[str, Path]) -> dict:
     return bench.run_bench(str(fixtures["model"]), str(fixtures["fer"]), [str(fixtures["landmarks"])],
-                           repeats=3, compile_model=False, node_duration=0, paper_config=TINY)
+                           repeats=3, compile_model=False, node_duration=0, paper_config=TINY,
+                           frame_sets=[f"posed={fixtures['frames']}"])
 
 
 def _names(rows: list[dict]) -> list[str]:
@@ -89,12 +108,51 @@ def test_bench_has_every_row_measured_or_skipped_with_a_reason(report: dict) -> 
     ours = report["emotion"][0]
     # 4 labelled images (e.png has no majority); contempt (c.png) is not a shared class.
     assert ours["n_all"] == 4 and ours["n_shared"] == 3
-    assert report["landmarks"][0]["n"] == 3  # the checkpoint's holdout, not every .pts file
-    assert "holdout" in report["data"]["landmark_files"]
+    assert report["landmarks"][0]["n"] == 4  # every .pts file but the one the checkpoint trained on
+    assert "1 left out" in report["data"]["landmark_files"]
+    # Only the astronaut is a face: the node's detector finds it and nothing in the noise images.
+    assert report["landmarks"][0]["n_found"] == 1 and report["landmarks"][0]["nme_inter_ocular_found"] > 0
     paper = report["emotion"][2]
     assert "accuracy_shared" not in paper and "untrained" in paper["note"]
     if not torch.cuda.is_available():
         assert "no CUDA" in report["cuda"][0]["skipped"]
+
+
+def test_frame_rows_score_every_image_and_count_a_faceless_one_wrong(report: dict) -> None:
+    ours = next(r for r in report["frames"] if r["kind"] == "ours")
+    assert ours["set"] == "posed" and ours["n"] == 3
+    assert ours["face_found"] == pytest.approx(2 / 3)
+    assert ours["per_class_recall"]["anger"] == 0.0  # the face-free image cannot be right
+    assert set(ours["dataset_classes"]) == {"anger", "happiness", "neutral"}
+    assert sum(ours["predicted_share"].values()) == pytest.approx(2 / 3)  # only over the classes it has
+    peer = [r for r in report["frames"] if r["kind"] == "peer"]
+    assert not peer or peer[0]["n"] == 3
+
+
+def test_restricted_accuracy_takes_the_argmax_over_the_dataset_classes() -> None:
+    probs = np.zeros((3, 8), np.float32)
+    probs[0, FERPLUS_CLASSES.index("contempt")] = 0.9  # not a dataset class: the next best counts
+    probs[0, FERPLUS_CLASSES.index("happiness")] = 0.1
+    probs[1, FERPLUS_CLASSES.index("neutral")] = 1.0
+    probs[2] = np.nan  # no face
+    scores = bench_accuracy.restricted_accuracy(probs, FERPLUS_CLASSES, np.array([0, 1, 1]), ("happiness", "neutral"))
+    assert scores["accuracy"] == pytest.approx(2 / 3) and scores["face_found"] == pytest.approx(2 / 3)
+    assert scores["per_class_recall"] == {"happiness": 1.0, "neutral": 0.5} and scores["min_class_recall"] == 0.5
+
+
+def test_landmark_scores_compare_on_the_faces_both_found() -> None:
+    truth = np.tile(default_mean_shape().numpy()[None] * 100, (3, 1, 1))
+    predicted = truth + 1.0
+    predicted[2] = np.nan
+    both = np.array([True, False, False])
+    scores = bench_accuracy.landmark_scores(predicted, truth, both)
+    assert scores["n_found"] == 2 and scores["n_common"] == 1 and scores["found"] == pytest.approx(2 / 3)
+    assert scores["nme_inter_ocular"] == pytest.approx(scores["nme_inter_ocular_found"])
+
+
+def test_frames_argument_needs_name_and_csv() -> None:
+    with pytest.raises(ValueError, match="NAME=CSV"):
+        bench_accuracy.parse_frame_sets(["just.csv"])
 
 
 def test_ratios_are_against_the_peer_of_the_same_run(report: dict) -> None:
@@ -124,9 +182,9 @@ def test_peers_skip_with_a_reason_when_not_installed(fixtures: dict[str, Path],
     for module in ("dlib", "face_recognition_models", "fer", "ai_edge_litert", "tensorflow"):
         monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError
     emotion = bench.load_emotion_data(fixtures["fer"])
-    landmarks = bench.load_landmark_data([fixtures["landmarks"]], None)
+    landmarks = bench_accuracy.load_landmark_data([fixtures["landmarks"]], None)
     fer = bench.fer_row(emotion, ("neutral", "happiness"), 3)
-    dlib = bench.dlib_row(landmarks, 3)
+    dlib = bench.dlib_row(landmarks, 3, np.full_like(landmarks.landmarks, np.nan), np.zeros(5, bool))
     assert "fer not installed" in fer["skipped"] and "pip install" in fer["skipped"]
     assert "dlib not installed" in dlib["skipped"]
     rows = bench.detection_rows(landmarks, 3, "")

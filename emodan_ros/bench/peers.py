@@ -8,9 +8,9 @@ times are only meaningful with the machine, which the report names.
   with LiteRT and ``fer``'s own preprocessing). ``fer`` has 7 classes and no *contempt*: accuracy
   is compared on images whose label is one of the shared classes, each model's argmax taken over
   the shared classes only.
-- Landmarks, on 300-W folders (the training run's holdout when the checkpoint names it): our
-  model and dlib's 68-point shape predictor, both started from the ground-truth landmark box
-  (dlib gets it in its own detector's box convention, the inverse of the node's dlib calibration).
+- Landmarks, on any .pts folders (files the checkpoint trained on left out): our model from the
+  node's detector, dlib's 68-point shape predictor from dlib's own HOG detector (``accuracy.py``).
+- Emotion on photos (``--frames NAME=CSV``): ours through the frame path, ``fer`` on the same face box.
 - Detection: every detector the node supports that can be created here, on the 300-W images.
 - Node end to end: ``emodan_ros.bench.node`` for 1, 2, 4 and 8 faces per frame (needs ROS 2).
 - CUDA (only when PyTorch sees a GPU): fp16, batch 1 to 256.
@@ -35,14 +35,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from emodan_ros.faces.classes import FERPLUS_CLASSES, canonical_classes, class_mapping
 from emodan_ros.faces.boxes import iou_matrix
 from emodan_ros.faces.crop import box_from_landmarks
 from emodan_ros.model.dan import PRESETS, DANConfig
-from emodan_ros.data.landmarks import PtsDataset, list_pts_files
-from emodan_ros.data.readers import FerPlusDataset, read_image
-from emodan_ros.evaluation.metrics import nme
+from emodan_ros.bench import accuracy
+from emodan_ros.bench.accuracy import LandmarkData
+from emodan_ros.data.readers import FerPlusDataset
 from emodan_ros.model.predictor import Predictor
 from emodan_ros.bench.measure import Skip, machine_description, peak_rss_delta_mib, rss_kib, time_calls
 from emodan_ros.bench.report import write_outputs
@@ -63,13 +64,6 @@ class EmotionData:
     root: str
 
 
-@dataclass
-class LandmarkData:
-    images: list[np.ndarray]
-    landmarks: np.ndarray  # (N, 68, 2) image pixels
-    source: str  # which files: the checkpoint's holdout or every .pts file
-
-
 def load_emotion_data(root: str | Path, limit: int = 0) -> EmotionData:
     dataset = FerPlusDataset.evaluation(root)
     count = len(dataset) if limit <= 0 else min(limit, len(dataset))
@@ -79,37 +73,6 @@ def load_emotion_data(root: str | Path, limit: int = 0) -> EmotionData:
         crops.append(sample.image)
         labels.append(sample.label)
     return EmotionData(crops, np.asarray(labels, np.int64), str(root))
-
-
-def holdout_names(checkpoint: str | Path | None) -> list[str] | None:
-    """The .pts names the training run kept apart, when the checkpoint records them."""
-    if not checkpoint:
-        return None
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    names = payload.get("data", {}).get("landmarks", {}).get("holdout_files")
-    return list(names) if names else None
-
-
-def load_landmark_data(dirs: Sequence[str | Path], names: Sequence[str] | None, limit: int = 0) -> LandmarkData:
-    files = [f for d in dirs for f in list_pts_files(d)]
-    if names is not None:
-        wanted = set(names)
-        files = [f for f in files if Path(f).name in wanted]
-        source = f"training holdout from the checkpoint ({len(files)} of {len(wanted)} names found)"
-    else:
-        source = "every .pts file under the given folders (the checkpoint names no holdout)"
-    if not files:
-        raise ValueError(f"no .pts files to evaluate under {list(map(str, dirs))}")
-    dataset = PtsDataset(files=files)
-    count = len(dataset) if limit <= 0 else min(limit, len(dataset))
-    images, points = [], []
-    for index in range(count):
-        image = read_image(dataset.paths[index])
-        if image is None:
-            continue
-        images.append(image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2))
-        points.append(dataset.landmarks[index])
-    return LandmarkData(images, np.asarray(points, np.float32).reshape(-1, 68, 2), source)
 
 
 def shared_classes(*vocabularies: Sequence[str]) -> tuple[str, ...]:
@@ -142,14 +105,9 @@ def emotion_scores(probs: np.ndarray, model_classes: Sequence[str], labels: np.n
 # ---------------------------------------------------------------- our model ------
 
 def _predict_crops_all(predictor: Predictor, crops: list[np.ndarray], batch: int = 64) -> np.ndarray:
-    out = [predictor.predict_crops(np.stack(crops[i:i + batch])).probs for i in range(0, len(crops), batch)]
+    starts = tqdm(range(0, len(crops), batch), desc="emotion crops", leave=False, dynamic_ncols=True)
+    out = [predictor.predict_crops(np.stack(crops[i:i + batch])).probs for i in starts]
     return np.concatenate(out) if out else np.zeros((0, len(predictor.class_names)), np.float32)
-
-
-def _landmarks_all(predictor: Predictor, data: LandmarkData) -> np.ndarray:
-    out = [predictor.predict(image, box_from_landmarks(gt)[None]).landmarks[0]
-           for image, gt in zip(data.images, data.landmarks)]
-    return np.asarray(out).reshape(-1, 68, 2)
 
 
 def _speed(run_batch: Callable[[int], Any], repeats: int) -> dict[str, Any]:
@@ -166,17 +124,18 @@ def _speed(run_batch: Callable[[int], Any], repeats: int) -> dict[str, Any]:
 
 
 def _our_rows(name: str, predictor: Predictor, emotion: EmotionData, landmarks: LandmarkData,
-              shared: Sequence[str], repeats: int, accuracy: bool, note: str) -> tuple[dict, dict]:
+              shared: Sequence[str], repeats: int, landmark_scores: dict[str, Any] | None,
+              note: str) -> tuple[dict, dict]:
+    """Speed rows, with emotion accuracy and the given landmark scores when ``landmark_scores`` is set."""
     crops = [emotion.crops[i % len(emotion.crops)] for i in range(max(BATCHES))]
     image, gt = landmarks.images[0], landmarks.landmarks[0]
     box = box_from_landmarks(gt)
     emotion_row: dict[str, Any] = {"row": name, "kind": "ours", "precision": predictor.precision, "note": note}
     landmark_row: dict[str, Any] = dict(emotion_row)
-    if accuracy:
+    if landmark_scores is not None:
         emotion_row.update(emotion_scores(_predict_crops_all(predictor, emotion.crops), predictor.class_names,
                                           emotion.labels, shared))
-        errors = nme(_landmarks_all(predictor, landmarks), landmarks.landmarks)
-        landmark_row.update({"nme_inter_ocular": float(errors.mean()), "n": int(len(errors))})
+        landmark_row.update(landmark_scores)
     emotion_row.update(_speed(lambda b: predictor.predict_crops(np.stack(crops[:b])), repeats))
     landmark_row.update(_speed(lambda b: predictor.predict(image, np.repeat(box[None], b, axis=0)), repeats))
     return emotion_row, landmark_row
@@ -297,21 +256,19 @@ def fer_row(emotion: EmotionData, shared: Sequence[str], repeats: int) -> dict[s
     return row
 
 
-def dlib_row(landmarks: LandmarkData, repeats: int) -> dict[str, Any]:
+def dlib_row(landmarks: LandmarkData, repeats: int, predicted: np.ndarray | None,
+             common: np.ndarray) -> dict[str, Any]:
+    """dlib's accuracy from its own HOG detector (``predicted``: see accuracy.dlib_from_own_detector)."""
     try:
         peer = DlibPeer()
     except Skip as reason:
         return _skip_row("dlib 68-point shape predictor", "peer", str(reason))
-    boxes = [box_from_landmarks(gt) for gt in landmarks.landmarks]
-    pred = np.array([peer.predict(im, b) for im, b in zip(landmarks.images, boxes)]).reshape(-1, 68, 2)
-    raw = np.array([peer.predict(im, b, convert=False) for im, b in zip(landmarks.images, boxes)]).reshape(-1, 68, 2)
     row: dict[str, Any] = {
         "row": "dlib 68-point shape predictor", "kind": "peer", "precision": "fp32",
-        "note": "landmark box mapped to dlib's detector box convention; one face per call",
-        "nme_inter_ocular": float(nme(pred, landmarks.landmarks).mean()), "n": len(pred),
-        "nme_inter_ocular_raw_landmark_box": float(nme(raw, landmarks.landmarks).mean()),
+        "note": "from dlib's own HOG detector (upsample 1); one face per call",
+        **accuracy.landmark_scores(predicted, landmarks.landmarks, common),
     }
-    image, box = landmarks.images[0], boxes[0]
+    image, box = landmarks.images[0], box_from_landmarks(landmarks.landmarks[0])
     row.update(_speed(lambda b: [peer.predict(image, box) for _ in range(b)], repeats))
     return row
 
@@ -416,14 +373,32 @@ def _ratios(rows: list[dict[str, Any]], peer: dict[str, Any], metric: str, highe
 
 def run_bench(model: str, ferplus: str, landmark_dirs: Sequence[str], repeats: int = 20, limit: int = 0,
               compile_model: bool = True, node_duration: float = 10.0, yunet_model: str = "",
-              paper_config: DANConfig = PRESETS["paper224"]) -> dict[str, Any]:
+              paper_config: DANConfig = PRESETS["paper224"], frame_sets: Sequence[str] = (),
+              pts_offset: float = 0.0) -> dict[str, Any]:
     """Measure every row; returns the JSON-ready report (``paper_config``: tests use a tiny one)."""
     emotion = load_emotion_data(ferplus, limit)
     if not emotion.crops:
         raise ValueError(f"no labelled images in {ferplus}")
-    landmarks = load_landmark_data(landmark_dirs, holdout_names(model), limit)
+    landmarks = accuracy.load_landmark_data(landmark_dirs, model, limit, pts_offset)
     if not len(landmarks.images):
         raise ValueError("no readable 300-W images")
+    from emodan_ros.faces.detector import make_detector
+
+    detector = make_detector("blaze")
+    ours_lm = accuracy.landmarks_from_detector(Predictor.from_checkpoint(model, "cpu", "fp32"), landmarks, detector)
+    try:
+        dlib_lm = accuracy.dlib_from_own_detector(DlibPeer(), landmarks)
+    except Skip:
+        dlib_lm = np.full_like(ours_lm, np.nan)
+    found = [~np.isnan(x).any(axis=(1, 2)) for x in (ours_lm, dlib_lm)]
+    common = found[0] & found[1] if found[1].any() else found[0]
+    ours_scores = accuracy.landmark_scores(ours_lm, landmarks.landmarks, common)
+    try:
+        fer_peer = FerPeer(torch.get_num_threads())
+    except Skip:
+        fer_peer = None
+    frames = accuracy.frame_emotion_rows(Predictor.from_checkpoint(model, "cpu", "fp32"), fer_peer,
+                                         accuracy.parse_frame_sets(frame_sets), detector)
     shared = shared_classes(FERPLUS_CLASSES, FER_LABELS)
     emotion_rows, landmark_rows = [], []
     our_config = {"ours fp32": "fp32", "ours bf16": "bf16"}
@@ -431,7 +406,8 @@ def run_bench(model: str, ferplus: str, landmark_dirs: Sequence[str], repeats: i
         rss = rss_kib("VmRSS")
         predictor = Predictor.from_checkpoint(model, "cpu", precision)
         load_mib = round(((rss_kib("VmRSS") or 0) - (rss or 0)) / 1024.0, 1)
-        e, lm = _our_rows(name, predictor, emotion, landmarks, shared, repeats, True, "")
+        e, lm = _our_rows(name, predictor, emotion, landmarks, shared, repeats, ours_scores,
+                          "landmarks from the node's detector (BlazeFace)")
         e["model_load_rss_mib"] = lm["model_load_rss_mib"] = load_mib
         emotion_rows.append(e)
         landmark_rows.append(lm)
@@ -439,7 +415,7 @@ def run_bench(model: str, ferplus: str, landmark_dirs: Sequence[str], repeats: i
         try:
             predictor, seconds = _compiled(Predictor.from_checkpoint(model, "cpu", "fp32"))
             note = f"torch.compile (inductor), {seconds:.0f} s to compile; same weights and numbers as fp32"
-            e, lm = _our_rows("ours fp32 compiled", predictor, emotion, landmarks, shared, repeats, False, note)
+            e, lm = _our_rows("ours fp32 compiled", predictor, emotion, landmarks, shared, repeats, None, note)
             emotion_rows.append(e)
             landmark_rows.append(lm)
         except Exception as error:  # a compile failure is a result to report, not a crash
@@ -449,13 +425,13 @@ def run_bench(model: str, ferplus: str, landmark_dirs: Sequence[str], repeats: i
     paper = Predictor.random(paper_config, "cpu", "fp32")
     note = (f"paper-size ({paper_config.input_size} px, width {paper_config.width}), untrained random weights: "
             "speed only, accuracy n/a")
-    e, lm = _our_rows("paper-size fp32 (untrained)", paper, emotion, landmarks, shared, repeats, False, note)
+    e, lm = _our_rows("paper-size fp32 (untrained)", paper, emotion, landmarks, shared, repeats, None, note)
     emotion_rows.append(e)
     landmark_rows.append(lm)
     del paper
     fer = fer_row(emotion, shared, repeats)
     emotion_rows.append(fer)
-    dlib = dlib_row(landmarks, repeats)
+    dlib = dlib_row(landmarks, repeats, dlib_lm, common)
     landmark_rows.append(dlib)
     _ratios(emotion_rows, fer, "accuracy_shared", True)
     _ratios(landmark_rows, dlib, "nme_inter_ocular", False)
@@ -464,10 +440,12 @@ def run_bench(model: str, ferplus: str, landmark_dirs: Sequence[str], repeats: i
         "model": model,
         "data": {"ferplus": emotion.root, "n_emotion": len(emotion.crops), "landmarks": list(map(str, landmark_dirs)),
                  "n_landmarks": len(landmarks.images), "landmark_files": landmarks.source,
+                 "pts_offset": pts_offset, "frame_sets": list(frame_sets),
                  "shared_classes": list(shared)},
         "settings": {"repeats": repeats, "limit": limit, "time_budget_s": TIME_BUDGET_S, "batches": list(BATCHES)},
         "emotion": emotion_rows,
         "landmarks": landmark_rows,
+        "frames": frames,
         "detection": detection_rows(landmarks, repeats, yunet_model),
         "node": node_rows(model, node_duration),
         "cuda": cuda_rows(model, emotion, repeats),
@@ -480,7 +458,7 @@ def main(args: argparse.Namespace) -> int:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     report = run_bench(args.model, args.ferplus, args.landmarks, args.repeats, args.limit, args.compile,
-                       args.node_duration, args.yunet_model)
+                       args.node_duration, args.yunet_model, frame_sets=args.frames, pts_offset=args.pts_offset)
     paths = write_outputs(report, args.out)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

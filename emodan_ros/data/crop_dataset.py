@@ -38,7 +38,12 @@ class CropDataset(Dataset):
         sample: Sample = self.samples[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         height, width = sample.image.shape[:2]
-        box = box_for_full_crop(width, height) if sample.landmarks is None else box_from_landmarks(sample.landmarks)
+        if sample.landmarks is not None:
+            box = box_from_landmarks(sample.landmarks)
+        elif sample.box is not None:
+            box = sample.box
+        else:
+            box = box_for_full_crop(width, height)
         crop, points = make_crop(sample.image, box, self.size, sample.landmarks, self.augment, rng)
         has_landmarks = points is not None
         unit = (points + 0.5) / self.size if has_landmarks else np.zeros((68, 2), np.float32)

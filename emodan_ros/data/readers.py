@@ -54,6 +54,7 @@ class Sample:
     label: int
     path: str
     classes: tuple[str, ...] = ()
+    box: np.ndarray | None = None  # face box (x1, y1, x2, y2) in the landmark-box convention, if known
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray | None:
@@ -88,6 +89,7 @@ class ImageDataset(Dataset):
         self.landmarks: list[np.ndarray | None] = []
         self.targets: list[np.ndarray | None] = []
         self.labels: list[int] = []
+        self.boxes: list[np.ndarray | None] = []  # filled by readers whose format has boxes (or set_boxes)
         self.bad_files: list[str] = []
         self.epoch = 0
 
@@ -104,6 +106,15 @@ class ImageDataset(Dataset):
     def _target(self, index: int) -> tuple[np.ndarray | None, int]:
         return self.targets[index], self.labels[index]
 
+    def box(self, index: int) -> np.ndarray | None:
+        return self.boxes[index] if self.boxes else None
+
+    def set_boxes(self, boxes: Sequence[np.ndarray | None]) -> None:
+        """Face boxes per item (e.g. from the node's detector), so training crops frame faces as the node does."""
+        if len(boxes) != len(self):
+            raise ValueError(f"need one box (or None) per item: {len(boxes)} for {len(self)}")
+        self.boxes = [None if b is None else np.asarray(b, np.float64) for b in boxes]
+
     def _verify(self, verify: bool) -> None:
         """Drop items whose image cannot be decoded, listing them in ``bad_files``."""
         keep = []
@@ -117,6 +128,8 @@ class ImageDataset(Dataset):
         self.landmarks = [self.landmarks[i] for i in keep]
         self.targets = [self.targets[i] for i in keep]
         self.labels = [self.labels[i] for i in keep]
+        if self.boxes:
+            self.boxes = [self.boxes[i] for i in keep]
         self._after_filter(keep)
 
     def _after_filter(self, keep: list[int]) -> None:
@@ -134,7 +147,7 @@ class ImageDataset(Dataset):
                 pts = self.landmarks[j]
                 return Sample(image=image, landmarks=None if pts is None else pts.copy(),
                               target=None if target is None else target.copy(), label=int(label),
-                              path=self.paths[j], classes=self.classes)
+                              path=self.paths[j], classes=self.classes, box=self.box(j))
             if self.paths[j] not in self.bad_files:
                 self.bad_files.append(self.paths[j])
         raise RuntimeError(f"no readable image left in {type(self).__name__}")
@@ -356,6 +369,8 @@ class ImageFolderDataset(ImageDataset):
 class ManifestDataset(ImageDataset):
     """CSV with a header holding ``path`` and ``label`` columns (label = class name).
 
+    Optional ``box_x0, box_y0, box_x1, box_y1`` columns give each face's box in image pixels.
+
     Relative paths are relative to the csv's folder. An empty label gives an
     unlabelled sample. ``classes`` works as in :class:`ImageFolderDataset`; rows
     with a label it does not know are counted in ``unknown_classes``.
@@ -370,7 +385,16 @@ class ManifestDataset(ImageDataset):
             fields = {name.strip().lower(): name for name in reader.fieldnames or []}
             if "path" not in fields or "label" not in fields:
                 raise ValueError(f"{csv_path}: header needs 'path' and 'label' columns")
-            rows = [(r[fields["path"]].strip(), (r[fields["label"]] or "").strip()) for r in reader]
+            box_columns = [fields.get(k) for k in ("box_x0", "box_y0", "box_x1", "box_y1")]
+            rows, boxes = [], []
+            for r in reader:
+                rows.append((r[fields["path"]].strip(), (r[fields["label"]] or "").strip()))
+                if all(box_columns):
+                    cells = [(r[k] or "").strip() for k in box_columns]
+                    try:
+                        boxes.append(np.array([float(c) for c in cells]) if all(cells) else None)
+                    except ValueError as error:
+                        raise ValueError(f"{csv_path}: row {len(rows)}: bad box {cells}") from error
         for _, name in rows:
             if name.lstrip("-").isdigit():
                 raise ValueError(f"{csv_path}: label {name!r} is an index; labels must be class names")
@@ -379,11 +403,13 @@ class ManifestDataset(ImageDataset):
         else:
             self.classes = canonical_classes(classes)
         self.unknown_classes: dict[str, int] = {}
-        for rel, name in rows:
+        for row, (rel, name) in enumerate(rows):
             label = _resolve_label(name, self.classes) if name else -1
             if name and label < 0:
                 self.unknown_classes[name] = self.unknown_classes.get(name, 0) + 1
                 continue
+            if boxes:
+                self.boxes.append(boxes[row])
             path = Path(rel) if Path(rel).is_absolute() else csv_path.parent / rel
             self.paths.append(str(path))
             self.landmarks.append(None)

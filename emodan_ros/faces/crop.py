@@ -105,9 +105,49 @@ class Augmentation:
     brightness: float = 0.25  # additive, fraction of 255
     contrast: float = 0.25  # multiplicative, relative
     low_resolution: float = 0.0  # probability of shrinking the crop to 35-100% and back (soft, camera-like faces)
+    # What robots' cameras add and web photos lack (each a probability per crop):
+    blur: float = 0.0  # Gaussian blur, sigma 0.5-2 crop pixels (focus, motion)
+    jpeg: float = 0.0  # JPEG re-encoding at quality 15-60 (compressed image transport)
+    gamma: float = 0.0  # exposure curve, gamma 0.5-2 (dim rooms, back light)
+    occlusion: float = 0.0  # a grey or noise rectangle over 10-30% of the face (hands, cups, hair)
+    noise: float = 0.0  # Gaussian sensor noise, sigma 2-10 grey levels
+
+    def __post_init__(self) -> None:
+        for name in ("low_resolution", "blur", "jpeg", "gamma", "occlusion", "noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augmentation {name} is a probability in [0, 1], got {getattr(self, name)}")
 
 
 NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, False, 0.0, 0.0)
+
+
+def camera_effects(crop: np.ndarray, augment: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """Blur, exposure, occlusion, noise and JPEG on a grey uint8 crop, each drawn with its probability."""
+    size = crop.shape[0]
+    if augment.blur and rng.random() < augment.blur:
+        crop = cv2.GaussianBlur(crop, (0, 0), float(rng.uniform(0.5, 2.0)))
+    if augment.gamma and rng.random() < augment.gamma:
+        gamma = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+        crop = np.clip(np.rint(255.0 * (crop / 255.0) ** gamma), 0, 255).astype(np.uint8)
+    if augment.occlusion and rng.random() < augment.occlusion:
+        area = rng.uniform(0.1, 0.3) * size * size
+        aspect = np.exp(rng.uniform(-0.7, 0.7))
+        h = int(min(size, round(np.sqrt(area * aspect))))
+        w = int(min(size, round(np.sqrt(area / aspect))))
+        y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+        crop = crop.copy()
+        if rng.random() < 0.5:
+            crop[y:y + h, x:x + w] = int(rng.integers(0, 256))
+        else:
+            crop[y:y + h, x:x + w] = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    if augment.noise and rng.random() < augment.noise:
+        noisy = crop + rng.normal(0.0, rng.uniform(2.0, 10.0), crop.shape)
+        crop = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if augment.jpeg and rng.random() < augment.jpeg:
+        ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 61))])
+        if ok:
+            crop = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    return crop
 
 
 def aligned_face(image: np.ndarray, landmarks: np.ndarray, mean_shape_px: np.ndarray, size: int) -> np.ndarray:
@@ -166,6 +206,7 @@ def make_crop(
         bias = rng.uniform(-augment.brightness, augment.brightness) * 255.0
         mean = crop.mean()
         crop = np.clip((crop - mean) * gain + mean + bias, 0, 255).astype(np.uint8)
+    crop = camera_effects(crop, augment, rng)
     moved = None
     if landmarks is not None:
         moved = apply_affine(matrix, landmarks)

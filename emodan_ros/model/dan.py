@@ -19,6 +19,7 @@ from emodan_ros.model import geometry
 from emodan_ros.faces.classes import FERPLUS_CLASSES
 
 NUM_LANDMARKS = 68
+BLOCKS = ("vgg", "dwsep")
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,38 @@ class DANConfig:
     dropout: float = 0.5
     class_names: tuple[str, ...] = field(default_factory=lambda: tuple(FERPLUS_CLASSES))
     emotion_every_stage: bool = False
+    # Per-stage input sizes (empty: every stage at input_size). The crop is cut at input_size; the
+    # first stage sees it downsampled (a coarse shape needs few pixels), later stages warp it to theirs.
+    stage_sizes: tuple[int, ...] = ()
+    # Per-stage block type (empty: all "vgg"): "vgg" = 3x3 conv, "dwsep" = depthwise 3x3 + pointwise 1x1
+    # (about 8x fewer multiply-adds, which is what lets a refining stage run at DAN's 112 px on a CPU).
+    stage_blocks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.input_size % 16:
-            raise ValueError(f"input_size must be a multiple of 16 (four 2x2 pools), got {self.input_size}")
         if not 1 <= self.num_stages <= 3:
             raise ValueError(f"num_stages must be 1, 2 or 3, got {self.num_stages}")
+        for name in ("stage_sizes", "stage_blocks"):
+            value = getattr(self, name)
+            if value and len(value) != self.num_stages:
+                raise ValueError(f"{name} needs one entry per stage ({self.num_stages}), got {list(value)}")
+        for size in (self.input_size, *self.stage_sizes):
+            if size % 16 or size <= 0:
+                raise ValueError(f"input and stage sizes must be a positive multiple of 16 (four 2x2 pools), got {size}")
+        if self.stage_sizes and max(self.stage_sizes) > self.input_size:
+            raise ValueError(f"no stage may be larger than the crop (input_size {self.input_size})")
+        unknown = set(self.stage_blocks) - set(BLOCKS)
+        if unknown:
+            raise ValueError(f"stage_blocks must be among {BLOCKS}, got {sorted(unknown)}")
         if self.width <= 0:
             raise ValueError(f"width must be positive, got {self.width}")
         if len(self.class_names) < 2:
             raise ValueError("a model needs at least two emotion classes")
+
+    def size_of(self, stage: int) -> int:
+        return self.stage_sizes[stage] if self.stage_sizes else self.input_size
+
+    def block_of(self, stage: int) -> str:
+        return self.stage_blocks[stage] if self.stage_blocks else "vgg"
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -60,8 +83,9 @@ class DANConfig:
         if unknown:
             raise ValueError(f"unknown DANConfig fields: {sorted(unknown)}")
         values = dict(data)
-        if "class_names" in values:
-            values["class_names"] = tuple(values["class_names"])
+        for key in ("class_names", "stage_sizes", "stage_blocks"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -73,24 +97,40 @@ PRESETS: dict[str, DANConfig] = {
     # Real time on a 2-core CPU and trainable on one in under an hour: FER faces are 48 px, so a
     # 48 px input loses nothing for emotion; one conv per block at half width.
     "cpu": DANConfig(input_size=48, num_stages=2, width=0.5, convs_per_block=1, emotion_every_stage=True),
+    # Real time with landmarks at DAN's resolution: a coarse VGG stage at 64 px, then the refining stage
+    # (the face warped to the mean pose, heatmap, feature image) at 112 px in depthwise-separable blocks;
+    # emotion is read at both stages and published from the aligned 112 px face.
+    "rt112": DANConfig(input_size=112, num_stages=2, width=0.5, convs_per_block=1, emotion_every_stage=True,
+                       stage_sizes=(64, 112), stage_blocks=("vgg", "dwsep")),
 }
 
 
 class DANStage(nn.Module):
     """One VGG-style feed-forward stage: conv blocks, fc, landmark offsets and optional emotion logits."""
 
-    def __init__(self, config: DANConfig, in_channels: int, with_emotion: bool) -> None:
+    def __init__(self, config: DANConfig, in_channels: int, with_emotion: bool, index: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
-        for width in config.channels:
-            for _ in range(config.convs_per_block):
-                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                           nn.ReLU(inplace=True)]
+        separable = config.block_of(index) == "dwsep"
+        for block, width in enumerate(config.channels):
+            for conv in range(config.convs_per_block):
+                if separable and block == 0 and conv == 0:
+                    # A strided full conv as the stem (MobileNet's): the stage sees every input pixel but
+                    # its blocks run at half resolution, which is where most of a VGG stage's time goes.
+                    layers.append(nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False))
+                elif separable:
+                    layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                               nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+                               nn.Conv2d(channels, width, 1, bias=False)]
+                else:
+                    layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=False))
+                layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 channels = width
-            layers.append(nn.MaxPool2d(2))
+            if not (separable and block == 0):
+                layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        spatial = config.input_size // 16
+        spatial = config.size_of(index) // 16
         self.fc = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(config.dropout),
@@ -154,11 +194,11 @@ class EmotionalDAN(nn.Module):
         self.register_buffer("mean_shape", mean_shape.float().clone())
         last = config.num_stages - 1
         self.stages = nn.ModuleList(
-            DANStage(config, 1 if i == 0 else 3, with_emotion=config.emotion_every_stage or i == last)
+            DANStage(config, 1 if i == 0 else 3, with_emotion=config.emotion_every_stage or i == last, index=i)
             for i in range(config.num_stages)
         )
         self.feature_images = nn.ModuleList(
-            FeatureImage(config.fc_size, config.input_size) for _ in range(config.num_stages - 1)
+            FeatureImage(config.fc_size, config.size_of(i)) for i in range(1, config.num_stages)
         )
 
     def forward(self, image: torch.Tensor, stages: int | None = None) -> DANOutput:
@@ -166,7 +206,10 @@ class EmotionalDAN(nn.Module):
         stages = stages or self.config.num_stages
         batch = image.shape[0]
         mean = self.mean_shape.unsqueeze(0).expand(batch, -1, -1)
-        hidden, offsets, logits = self.stages[0](image)
+        first = self.config.size_of(0)
+        coarse = image if first == image.shape[-1] else F.interpolate(
+            image, size=(first, first), mode="bilinear", antialias=True, align_corners=False)
+        hidden, offsets, logits = self.stages[0](coarse)
         shape = mean + offsets
         out = DANOutput([shape], [logits])
         for index in range(1, stages):
@@ -174,9 +217,10 @@ class EmotionalDAN(nn.Module):
             # no gradient flows back through the transform and heatmap built from it.
             anchor = shape.detach()
             to_mean = geometry.estimate_similarity(anchor, mean)
-            warped = geometry.warp_image(image, to_mean)
+            size = self.config.size_of(index)
+            warped = geometry.warp_image(image, to_mean, size)
             aligned = geometry.transform_points(to_mean, anchor)
-            heatmap = geometry.landmark_heatmap(aligned, self.config.input_size)
+            heatmap = geometry.landmark_heatmap(aligned, size)
             feature = self.feature_images[index - 1](hidden)
             stage_input = torch.cat([warped, heatmap.to(warped.dtype), feature.to(warped.dtype)], dim=1)
             hidden, offsets, logits = self.stages[index](stage_input)

@@ -28,12 +28,16 @@ from emodan_ros.faces.crop import (NO_AUGMENTATION, Augmentation)
 from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, standardize
 from emodan_ros.data.crop_dataset import CropDataset, mean_shape_of
 from emodan_ros.data.landmarks import PtsDataset, list_pts_files, split_holdout
-from emodan_ros.data.mix import WeightedMix
-from emodan_ros.data.readers import FerPlusDataset
+from emodan_ros.data.face_boxes import detect_boxes
+from emodan_ros.data.mix import ClassBalanced, WeightedMix
+from emodan_ros.data.readers import FerPlusDataset, ManifestDataset
 from emodan_ros.model.loss import LossConfig, joint_loss
 from emodan_ros.evaluation.plots import plot_confusion
 from emodan_ros.training.plots import plot_training_curves
 from emodan_ros.model.device import faster_cpu_precision, fp32_state, resolve_device
+
+
+RESERVED_SET_NAMES = ("ferplus", "ferplus_train", "ferplus_valid", "landmarks")  # keys the run already uses
 
 
 def _typed(name: str, value: Any, hint: Any) -> Any:
@@ -75,9 +79,14 @@ class TrainConfig:
     ferplus_train: str = ""  # FER+ folder with label.csv (emotion only)
     ferplus_valid: str = ""  # scored on majority labels
     scheme: str = "probability"  # majority | multilabel | probability | crossentropy
+    # More emotion sources: {name, train, valid, weight} with train/valid path,label manifests; each is
+    # cropped where the node's detector finds its face and gets `weight` of every epoch (FER+ the rest).
+    emotion_sets: list[dict[str, Any]] = field(default_factory=list)
+    class_balance: float = 0.0  # per-source class weights n_c ** -class_balance (0 = the source's priors)
     landmark_dirs: list[str] = field(default_factory=list)  # iBUG .pts folders (landmarks only)
     landmark_holdout: float = 0.1  # fraction of the .pts files kept apart for NME
     landmark_share: float = 0.2  # fraction of each epoch drawn from the landmark data
+    pts_offset: float = 0.0  # subtracted from .pts coordinates (1 for 1-based files; see PtsDataset)
     epoch_length: int = 0  # samples per epoch; 0 = size of the emotion set / (1 - landmark_share)
     schedule: str = "joint"  # joint | stagewise (stage 1 first, then each next stage with earlier ones frozen)
     epochs: list[int] = field(default_factory=lambda: [10])  # joint: [n]; stagewise: one count per stage
@@ -135,12 +144,27 @@ class TrainConfig:
             raise ValueError(f"stagewise training needs one epoch count per stage ({stages})")
         if not self.ferplus_train and not self.landmark_dirs:
             raise ValueError("give ferplus_train and/or landmark_dirs")
+        names = [entry.get("name") for entry in self.emotion_sets]
+        for entry in self.emotion_sets:
+            missing = {"name", "train", "weight"} - set(entry)
+            unknown = set(entry) - {"name", "train", "valid", "weight"}
+            if missing or unknown:
+                raise ValueError(f"emotion_sets entries need name, train, weight (valid optional): {entry}")
+            if entry["name"] in RESERVED_SET_NAMES or names.count(entry["name"]) > 1:
+                raise ValueError(f"emotion_sets names must be unique and not one of {RESERVED_SET_NAMES}: "
+                                 f"{entry['name']!r}")
+            weight = entry["weight"]
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"emotion_sets weight must be a number >= 0, got {weight!r} for {entry['name']!r}")
+        shares = self.landmark_share * bool(self.landmark_dirs) + sum(float(e["weight"]) for e in self.emotion_sets)
+        if self.ferplus_train and shares >= 1.0:
+            raise ValueError(f"landmark_share plus the emotion_sets weights must leave FER+ a share, got {shares}")
         if self.init and self.resume:
             raise ValueError("give init (fine-tune) or resume (continue a run), not both")
         LossConfig(self.alpha, self.beta, self.scheme, self.label_smoothing)
 
     def model_config(self) -> DANConfig:
-        return replace(PRESETS[self.preset], **{k: tuple(v) if k == "class_names" else v
+        return replace(PRESETS[self.preset], **{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in self.model.items()})
 
 
@@ -203,31 +227,47 @@ class Trainer:
         parts: list[Dataset] = []
         weights: list[float] = []
         self.data_info: dict[str, Any] = {}
-        self.valid_emotion = None
+        self.valid_emotion: dict[str, CropDataset] = {}  # name -> set scored every epoch
         self.valid_landmarks = None
         size = self.model_config.input_size
+        balance = (lambda d: ClassBalanced(d, c.class_balance, seed=c.seed)) if c.class_balance else (lambda d: d)
         if c.ferplus_train:
             fer = FerPlusDataset(c.ferplus_train, scheme=c.scheme, seed=c.seed)
-            parts.append(fer)
-            weights.append(1.0 - (c.landmark_share if c.landmark_dirs else 0.0))
+            parts.append(balance(fer))
+            others = sum(float(e["weight"]) for e in c.emotion_sets)
+            weights.append(1.0 - others - (c.landmark_share if c.landmark_dirs else 0.0))
             self.data_info["ferplus_train"] = {"path": c.ferplus_train, "n": len(fer), "scheme": c.scheme,
                                                "bad_files": len(fer.bad_files)}
         if c.ferplus_valid:
             valid = FerPlusDataset.evaluation(c.ferplus_valid)
-            self.valid_emotion = CropDataset(valid, self.classes, size, NO_AUGMENTATION)
+            self.valid_emotion["ferplus"] = CropDataset(valid, self.classes, size, NO_AUGMENTATION)
             self.data_info["ferplus_valid"] = {"path": c.ferplus_valid, "n": len(valid)}
+        for entry in c.emotion_sets:
+            train = ManifestDataset(entry["train"], classes=self.classes)  # labels by name onto the model's
+            info = {"train": entry["train"], "n": len(train), "weight": float(entry["weight"]),
+                    "boxes": detect_boxes(train, self.out / "boxes")}
+            parts.append(balance(train))
+            weights.append(float(entry["weight"]))
+            if entry.get("valid"):
+                valid = ManifestDataset(entry["valid"], classes=self.classes)
+                info |= {"valid": entry["valid"], "n_valid": len(valid),
+                         "valid_boxes": detect_boxes(valid, self.out / "boxes")}
+                self.valid_emotion[entry["name"]] = CropDataset(valid, self.classes, size, NO_AUGMENTATION)
+            self.data_info[entry["name"]] = info
         self.mean_shape = None
         if c.landmark_dirs:
             files = [f for d in c.landmark_dirs for f in list_pts_files(d)]
             train_files, held = split_holdout(files, c.landmark_holdout, seed=c.seed)
-            landmarks = PtsDataset(files=train_files)
+            landmarks = PtsDataset(files=train_files, offset=c.pts_offset)
             parts.append(landmarks)
-            weights.append(c.landmark_share if c.ferplus_train else 1.0)
+            weights.append(c.landmark_share if c.ferplus_train or c.emotion_sets else 1.0)
             self.mean_shape = mean_shape_of(landmarks, size)
             if held:
-                self.valid_landmarks = CropDataset(PtsDataset(files=held), self.classes, size, NO_AUGMENTATION)
+                self.valid_landmarks = CropDataset(PtsDataset(files=held, offset=c.pts_offset), self.classes, size,
+                                                   NO_AUGMENTATION)
             self.data_info["landmarks"] = {"dirs": c.landmark_dirs, "n_train": len(landmarks),
                                            "n_holdout": len(held), "holdout_fraction": c.landmark_holdout,
+                                           "pts_offset": c.pts_offset,
                                            "holdout_files": [Path(f).name for f in held]}
         length = c.epoch_length or int(round(len(parts[0]) / max(weights[0], 1e-6)))
         mix = WeightedMix(parts, weights, length=length, classes=self.classes, seed=c.seed)
@@ -329,25 +369,27 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, stages: int) -> dict[str, Any]:
-        """Emotion on majority labels (flip-averaged, as at test time) and landmark NME on the holdout."""
+        """Emotion accuracy on every validation set (one pass, as the node runs) and landmark NME on the holdout.
+
+        FER+ keeps the bare ``val_`` keys; other sets are ``val_<name>_accuracy`` / ``_macro_f1``.
+        """
         self.model.eval()
         result: dict[str, Any] = {}
-        if self.valid_emotion is not None:
+        for name, dataset in self.valid_emotion.items():
             labels, predictions = [], []
-            for batch in DataLoader(self.valid_emotion, batch_size=256, num_workers=self.config.workers):
-                images = standardize(batch["image"].to(self.device))
-                output = self.model(images, stages=stages)
-                flipped = self.model(images.flip(-1), stages=stages)
-                logits = output.logits[stages - 1]
+            for batch in DataLoader(dataset, batch_size=256, num_workers=self.config.workers):
+                logits = self.model(standardize(batch["image"].to(self.device)), stages=stages).logits[stages - 1]
                 if logits is None:
                     break
-                probs = logits.float().softmax(-1) + flipped.logits[stages - 1].float().softmax(-1)
-                predictions.append(probs.argmax(-1).cpu())
+                predictions.append(logits.float().argmax(-1).cpu())
                 labels.append(batch["label"])
             if predictions:
                 summary = metrics.summarize(torch.cat(labels).numpy(), torch.cat(predictions).numpy(),
                                             classes=self.classes)
-                result.update({f"val_{k}": summary[k] for k in ("accuracy", "macro_f1", "confusion", "per_class")})
+                prefix = "val_" if name == "ferplus" else f"val_{name}_"
+                keys = ("accuracy", "macro_f1", "confusion", "per_class") if name == "ferplus" else ("accuracy",
+                                                                                                    "macro_f1")
+                result.update({f"{prefix}{k}": summary[k] for k in keys})
         if self.valid_landmarks is not None:
             predicted, truth = [], []
             for batch in DataLoader(self.valid_landmarks, batch_size=256, num_workers=self.config.workers):
@@ -361,8 +403,11 @@ class Trainer:
         return result
 
     def _score(self, record: dict[str, Any]) -> float:
-        """Model selection: emotion accuracy, landmark error as a tie-breaker penalty."""
-        return record.get("val_accuracy", 0.0) - record.get("val_nme_inter_ocular", 0.0)
+        """Model selection: the mean emotion accuracy over the validation sets (each set counts once, so
+        FER+ cannot outvote faces that are not FER's) minus the landmark inter-ocular NME."""
+        accuracies = [v for k, v in record.items() if k.startswith("val_") and k.endswith("accuracy")]
+        mean = sum(accuracies) / len(accuracies) if accuracies else 0.0
+        return mean - record.get("val_nme_inter_ocular", 0.0)
 
     def _save(self, record: dict[str, Any], phase: int, epoch: int, optimizer, scheduler) -> None:
         extra = {"metrics": record, "history": self.history, "data": self.data_info,
@@ -386,8 +431,12 @@ class Trainer:
                  f"loss {record['train_loss']:.3f}"]
         if "val_accuracy" in record:
             parts.append(f"val acc {record['val_accuracy']:.4f} macro-F1 {record['val_macro_f1']:.4f}")
+        for name in self.valid_emotion:
+            if name != "ferplus" and f"val_{name}_accuracy" in record:
+                parts.append(f"{name} {record[f'val_{name}_accuracy']:.4f}")
         if "val_nme_inter_ocular" in record:
             parts.append(f"NME io {100 * record['val_nme_inter_ocular']:.2f}%")
+        parts.append(f"score {self._score(record):.4f}")
         tqdm.write(" | ".join(parts))
 
     def _initialise(self, path: str) -> None:
