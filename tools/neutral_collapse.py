@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from emodan_ros.bench.accuracy import parse_frame_sets, restricted_accuracy
 from emodan_ros.data.readers import FerPlusDataset
+from emodan_ros.faces.boxes import largest_face
 from emodan_ros.faces.classes import canonical_classes
 from emodan_ros.faces.config import PipelineConfig
 from emodan_ros.faces.crop import to_gray
@@ -72,14 +73,14 @@ def analyse(model: str, sets: list[str], ferplus_train: str) -> list[dict]:
             faces = pipeline.process(image)
             if not faces:
                 continue
-            face = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+            face = largest_face(faces)
             variants["frame"][i] = face.probs
             corrected = face.probs / prior
             variants["frame / FER+ prior"][i] = corrected / corrected.sum()
             pipeline.reset()
             soft = pipeline.process(soften(image, face.box))
             if soft:
-                variants["frame at 48 px"][i] = max(soft, key=lambda f: float(f.box[2] - f.box[0])).probs
+                variants["frame at 48 px"][i] = largest_face(soft).probs
         for name, probs in variants.items():
             rows.append({"set": frame_set.name, "input": name,
                          **restricted_accuracy(probs, predictor.class_names, truth, classes)})

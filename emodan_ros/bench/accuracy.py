@@ -25,7 +25,7 @@ from tqdm import tqdm
 from emodan_ros.data.landmarks import PtsDataset, list_pts_files
 from emodan_ros.data.readers import ManifestDataset, read_image
 from emodan_ros.evaluation.metrics import nme
-from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.boxes import best_overlap, largest_face
 from emodan_ros.faces.classes import canonical_classes, class_mapping
 from emodan_ros.faces.crop import box_from_landmarks
 
@@ -78,11 +78,8 @@ def load_landmark_data(dirs: Sequence[str | Path], checkpoint: str | Path | None
 
 def matching_box(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray | None:
     """The detection that is the annotated face (best IoU with its landmark box), or None."""
-    if len(boxes) == 0:
-        return None
-    overlap = iou_matrix(boxes, box_from_landmarks(truth))[:, 0]
-    best = int(overlap.argmax())
-    return np.asarray(boxes[best], np.float64) if overlap[best] >= MATCH_IOU else None
+    best = best_overlap(boxes, box_from_landmarks(truth), MATCH_IOU)
+    return None if best is None else np.asarray(boxes[best], np.float64)
 
 
 def landmarks_from_detector(predictor: Any, data: LandmarkData, detector: Any) -> np.ndarray:
@@ -107,12 +104,8 @@ def dlib_from_own_detector(peer: Any, data: LandmarkData) -> np.ndarray:
         rects = hog(rgb, 1)
         raw = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32)
         # Matched after the node's dlib calibration (dlib's box is not the landmark box); dlib gets its raw box.
-        calibrated = peer.calibration.apply(raw) if len(raw) else raw
-        if len(raw) == 0:
-            continue
-        overlap = iou_matrix(calibrated, box_from_landmarks(truth))[:, 0]
-        best = int(overlap.argmax())
-        if overlap[best] >= MATCH_IOU:
+        best = best_overlap(peer.calibration.apply(raw), box_from_landmarks(truth), MATCH_IOU)
+        if best is not None:
             out[k] = peer.predict(image, raw[best], convert=False)
     return out
 
@@ -195,7 +188,7 @@ def frame_emotion_rows(predictor: Any, fer: Any, frame_sets: Sequence[FrameSet],
             faces = pipeline.process(np.ascontiguousarray(image))
             if not faces:
                 continue
-            face = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+            face = largest_face(faces)
             ours[index] = face.probs
             if theirs is not None:
                 x0, y0, x1, y1 = np.clip(np.round(face.box), 0, [image.shape[1], image.shape[0]] * 2).astype(int)

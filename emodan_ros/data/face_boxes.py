@@ -17,8 +17,11 @@ import numpy as np
 from tqdm import tqdm
 
 from emodan_ros.data.readers import read_image
-from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.boxes import best_overlap, box_area
 from emodan_ros.faces.detector import FaceDetector, make_detector
+
+
+PRIOR_IOU = 0.3  # a detection is the dataset's face when it overlaps the dataset's box this much
 
 
 def _choose(boxes: np.ndarray, prior: np.ndarray | None) -> np.ndarray | None:
@@ -26,11 +29,9 @@ def _choose(boxes: np.ndarray, prior: np.ndarray | None) -> np.ndarray | None:
     if len(boxes) == 0:
         return None
     if prior is not None:
-        overlap = iou_matrix(np.asarray(prior, np.float32)[None], boxes.astype(np.float32))[0]
-        best = int(overlap.argmax())
-        return boxes[best] if overlap[best] > 0.3 else None
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return boxes[int(areas.argmax())]
+        best = best_overlap(boxes, prior, PRIOR_IOU)
+        return None if best is None else boxes[best]
+    return boxes[int(box_area(boxes).argmax())]
 
 
 def detect_boxes(dataset: Any, cache_dir: str | Path | None = None,

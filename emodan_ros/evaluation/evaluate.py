@@ -22,6 +22,7 @@ import numpy as np
 
 from emodan_ros.data.formats import load_dataset
 from emodan_ros.evaluation.records import Record, json_safe, progress, write_predictions
+from emodan_ros.faces.boxes import largest_face
 from emodan_ros.faces.classes import canonical_classes, class_mapping
 from emodan_ros.faces.crop import box_for_full_crop, box_from_landmarks
 from emodan_ros.evaluation.metrics import summarize
@@ -205,7 +206,7 @@ def run_frames(pipeline: Any, dataset: Any, limit: int | None = None) -> list[Re
         name, true = _true_of(sample, dataset_classes, mapping)
         record = Record(key=sample.path, true_name=name, true=true, gt_landmarks=sample.landmarks)
         if faces:
-            face = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+            face = largest_face(faces)
             record.probs, record.landmarks, record.box = face.probs, face.landmarks, face.box
         records.append(record)
     return records

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 # Below this size (px) a box gives the model too few pixels to say anything.
@@ -47,3 +49,18 @@ def sort_by_area(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = np.argsort(-area, kind="stable")
     return boxes[order].astype(np.float32), scores[order].astype(np.float32)
+
+
+def best_overlap(boxes: np.ndarray, target: np.ndarray, min_iou: float) -> int | None:
+    """Index of the box overlapping ``target`` most, or None when none reaches ``min_iou`` (which
+    detection is a given face: a dataset's box, an annotation's landmark box)."""
+    if len(boxes) == 0:
+        return None
+    overlap = iou_matrix(boxes, target)[:, 0]
+    best = int(overlap.argmax())
+    return best if overlap[best] >= min_iou else None
+
+
+def largest_face(faces: Sequence[Any]) -> Any:
+    """The face with the largest box (results with a ``box``): the one a single-person image is about."""
+    return max(faces, key=lambda face: float(box_area(face.box)[0]))
