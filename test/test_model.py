@@ -10,7 +10,7 @@ import torch
 from emodan_ros.model.checkpoint import CheckpointError, load_model, save_checkpoint
 from emodan_ros.faces.classes import EDAN3_CLASSES
 from emodan_ros.faces.crop import CROP_SHIFT
-from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, default_mean_shape, standardize
+from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, default_mean_shape, fold_batch_norms, standardize
 from emodan_ros.model.loss import LossConfig, emotion_loss, joint_loss, landmark_nme
 from emodan_ros.model.predictor import Predictor
 
@@ -272,3 +272,23 @@ def test_average_refuses_different_networks(tmp_path: Path) -> None:
         average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"], tmp_path / "soup.pt")
     with pytest.raises(ValueError, match="at least two"):
         average_checkpoints([tmp_path / "a.pt"], tmp_path / "soup.pt")
+
+
+def test_folded_batch_norms_give_the_same_outputs_without_batch_norm_layers() -> None:
+    torch.manual_seed(0)
+    model = EmotionalDAN(PRESETS["rt112"])
+    for m in model.modules():  # non-trivial running statistics, as a trained model has
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batch_norms(model)
+    x = torch.randn(3, 1, 112, 112)
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    torch.testing.assert_close(b.final_landmarks, a.final_landmarks, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b.final_logits, a.final_logits, atol=1e-4, rtol=1e-4)

@@ -17,7 +17,7 @@ from emodan_ros.model import geometry
 from emodan_ros.model.checkpoint import load_model
 from emodan_ros.faces.crop import CROP_SCALE, FLIP_INDEX, aligned_face, apply_affine, crop_matrix, invert_affine, \
     to_gray
-from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, standardize
+from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, fold_batch_norms, standardize
 from emodan_ros.model.device import PRECISIONS, faster_cpu_precision, resolve_device
 
 @dataclass
@@ -58,7 +58,7 @@ class Predictor:
         self.source = source
         self.flip_average = flip_average
         self._mirror_index = torch.from_numpy(FLIP_INDEX).to(self.device)
-        self.model = model.eval().to(self.device)
+        self.model = fold_batch_norms(model).to(self.device)
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.config: DANConfig = model.config
