@@ -147,7 +147,11 @@ class Camera:
 
 def ros2(*args: str, timeout: float = 60.0, attempts: int = 6) -> subprocess.CompletedProcess:
     """One `ros2` CLI call (no daemon: nothing stays behind). Without a daemon each call discovers
-    the graph anew; on a loaded machine it can miss the node, so "not found" is retried."""
+    the graph anew; on a loaded machine it can miss the node, so discovery gets 2 s (the CLI's
+    default is 0.5 s) and "not found" is retried."""
+    if "--no-daemon" in args:
+        at = args.index("--no-daemon") + 1
+        args = (*args[:at], "--spin-time", "2", *args[at:])
     for _ in range(attempts):
         done = subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout)
         if "not found" not in (done.stdout + done.stderr).lower():

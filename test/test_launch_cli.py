@@ -116,6 +116,15 @@ def test_replay_launch_plays_a_made_bag_into_the_node_with_the_package_player(tm
     assert code == 0
 
 
+def _state_is(node: str, state: str, seen: list[str]) -> bool:
+    """`ros2 lifecycle get` shows ``state``; every answer is kept in ``seen`` for the failure message."""
+    from launch_helpers import ros2
+
+    done = ros2("lifecycle", "get", "--no-daemon", node)
+    seen.append((done.stdout + done.stderr).strip()[-300:])
+    return done.stdout.startswith(state)
+
+
 def test_the_lifecycle_node_through_ros2_lifecycle_set() -> None:
     """lifecycle:=true starts `emotion_lifecycle_node` unconfigured; `ros2 lifecycle set` configures,
     activates (frames answered) and deactivates it (frames no longer taken, model kept)."""
@@ -133,7 +142,8 @@ def test_the_lifecycle_node_through_ros2_lifecycle_set() -> None:
         for transition, state in (("configure", "inactive"), ("activate", "active")):
             done = ros2("lifecycle", "set", "--no-daemon", node, transition, timeout=120)
             assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
-            assert wait_until(lambda: ros2("lifecycle", "get", "--no-daemon", node).stdout.startswith(state), 90)
+            seen: list[str] = []
+            assert wait_until(lambda: _state_is(node, state, seen), 120), f"wanted {state!r}, last answer {seen[-1:]}"
         assert camera.wait_for_node(60), launch.text()[-3000:]
         stamps = camera.stream(face_frame(640, 480), fps=10, seconds=2)
         assert wait_until(lambda: camera.count("emotions") >= 10, 15), f"{camera.count('emotions')} answers"
