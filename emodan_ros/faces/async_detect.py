@@ -26,6 +26,7 @@ import numpy as np
 from emodan_ros.faces.appearance import patch
 from emodan_ros.faces.boxes import MIN_BOX_SIDE, iou_matrix
 from emodan_ros.faces.detector import FaceDetector
+from emodan_ros.faces.latest import LatestSlot
 from emodan_ros.faces.tracker import centre_closeness, greedy_match
 
 
@@ -73,7 +74,7 @@ def match_detections(current: np.ndarray, detected: np.ndarray,
 
 
 class AsyncDetector:
-    """One detector, one thread, newest frame first.
+    """One detector, one thread, newest frame first (a :class:`LatestSlot` between them).
 
     Every call into ``detector`` (the thread's and :meth:`detect_now`'s) holds one lock: the
     detectors keep per-instance state (LiteRT interpreters) that must not run twice at once.
@@ -85,11 +86,11 @@ class AsyncDetector:
         self.last_error = ""
         self.replaced = 0  # submitted frames a newer one replaced before the detector saw them
         self._detect_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._pending: tuple[int, np.ndarray] | None = None
+        self._slot: LatestSlot[tuple[int, np.ndarray]] = LatestSlot()
+        self._result_lock = threading.Lock()
         self._result: Detection | None = None
-        self._running = False
-        self._stop = False
+        self._start_lock = threading.Lock()
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -100,38 +101,30 @@ class AsyncDetector:
     @property
     def busy(self) -> bool:
         """A frame is waiting for or inside the detector."""
-        with self._cond:
-            return self._pending is not None or self._running
+        return self._slot.busy
 
     def submit(self, frame: int, image_bgr: np.ndarray) -> None:
         """Ask for detection on this frame (copied: the caller may reuse its buffer)."""
-        with self._cond:
-            if self._stop:
-                return
-            if self._pending is not None:
-                self.replaced += 1
-            self._pending = (frame, np.array(image_bgr, copy=True))
-            if self._thread is None:
+        if self._closed:
+            return
+        if self._slot.put((frame, np.array(image_bgr, copy=True))):
+            self.replaced += 1
+        with self._start_lock:
+            if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._work, name="emodan_detector", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
 
     def poll(self) -> Detection | None:
         """The newest finished detection not yet taken, or None; never waits."""
-        with self._cond:
+        with self._result_lock:
             result, self._result = self._result, None
             return result
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until the detector has nothing left to do (tests, offline replays); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None or self._running:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.alive:
-                    return False
-                self._cond.wait(left)
-            return True
+        if not self.alive:
+            return not self._slot.busy
+        return self._slot.wait_idle(timeout)
 
     def detect_now(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Detect in the caller's thread (after any detection in flight); exceptions reach the caller."""
@@ -141,34 +134,25 @@ class AsyncDetector:
 
     def discard(self) -> None:
         """Forget the waiting frame and the finished result (the scene they showed is gone)."""
-        with self._cond:
-            self._pending = None
+        self._slot.clear()
+        with self._result_lock:
             self._result = None
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the thread (a detection in flight finishes first) and wait for it; idempotent."""
-        with self._cond:
-            self._stop = True
-            self._pending = None
-            self._cond.notify_all()
+        with self._start_lock:
+            self._closed = True
             thread = self._thread
+        self._slot.close()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     def _work(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                (frame, image), self._pending = self._pending, None
-                self._running = True
-            result = self._run(frame, image)
-            with self._cond:
+        while (item := self._slot.take()) is not None:
+            result = self._run(*item)
+            with self._result_lock:
                 self._result = result
-                self._running = False
-                self._cond.notify_all()
+            self._slot.done()
 
     def _run(self, frame: int, image: np.ndarray) -> Detection:
         t0 = time.perf_counter()

@@ -39,6 +39,7 @@ from emodan_ros.compat import DEFAULT_MODEL_NAME, default_model_path
 from emodan_ros.faces.config import PipelineConfig
 from emodan_ros.faces.detector import DetectorError, make_detector
 from emodan_ros.faces.head_pose import estimate_head_pose
+from emodan_ros.faces.latest import LatestSlot
 from emodan_ros.faces.pipeline import EmotionPipeline, FaceResult, PredictorLike
 from emodan_ros.io.image_codec import ImageDecodeError, decode_image, encode_image
 from emodan_ros.io.messages import MessageTypes, emotions_message, landmarks_message, stamp_ns
@@ -152,9 +153,8 @@ class EmotionCore:
         self._gaps = SequenceGaps()
         self._window = _Window()
         self._stats_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._pending: Image | CompressedImage | None = None
-        self._stop = False
+        self._frames: LatestSlot[Image | CompressedImage] = LatestSlot()
+        self._config_lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name="emotion_inference", daemon=True)
         self._worker.start()
         self._diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
@@ -183,9 +183,8 @@ class EmotionCore:
             if sub is not None:
                 self.destroy_subscription(sub)
         self.image_sub = self.camera_info_sub = None
-        if getattr(self, "_cond", None) is not None:  # built (a lifecycle shutdown may come before)
-            with self._cond:
-                self._pending = None
+        if getattr(self, "_frames", None) is not None:  # built (a lifecycle shutdown may come before)
+            self._frames.clear()
 
     # ----------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -197,7 +196,7 @@ class EmotionCore:
             return SetParametersResult(successful=False, reason=reason)
         pipeline_changes = {k: v for k, v in changes.items() if k in PIPELINE_PARAMS}
         if pipeline_changes:
-            with self._cond:  # the worker may be inside pipeline.process: it applies the change next frame
+            with self._config_lock:  # the worker may be inside pipeline.process: it applies the change next frame
                 try:
                     self._next_config = (self._next_config or self.pipeline.config).replace(**pipeline_changes)
                 except ValueError as exc:
@@ -215,10 +214,7 @@ class EmotionCore:
         """Park the newest frame for the worker; a frame it replaces is dropped (and counted), and
         a gap in the publisher's sequence numbers counts as frames lost on the way."""
         lost = self._gaps.update(info)
-        with self._cond:
-            replaced = self._pending is not None
-            self._pending = msg
-            self._cond.notify()
+        replaced = self._frames.put(msg)
         with self._stats_lock:
             self.counts["received"] += 1
             self.counts["lost_in_transport"] += lost
@@ -243,13 +239,8 @@ class EmotionCore:
 
     # ----------------------------------------------------------------------------- worker
     def _work(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                msg, self._pending = self._pending, None
+        while (msg := self._frames.take()) is not None:
+            with self._config_lock:
                 config, self._next_config = self._next_config, None
             if config is not None:
                 self.pipeline.configure(**dataclasses.asdict(config))
@@ -381,9 +372,7 @@ class EmotionCore:
         """Stop the worker (the frame in flight finishes first); a node that failed half-way has none."""
         if not hasattr(self, "_worker"):
             return
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self._frames.close()
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout=10.0)
         self.pipeline.close()  # the detector's thread
