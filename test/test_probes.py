@@ -113,11 +113,6 @@ def test_a_still_and_a_moving_face_keep_being_reported_with_one_id(pipelines, mo
     # With frames back to back the detector answers several frames late; a face moving a third of
     # its width per frame has then left the box it was last confirmed in, as it would on a camera
     # faster than the detector: a new id there is the expected cost, so only the still face counts.
-    if mode == "async_paced":
-        pytest.xfail("known regression of the rt112 model (model card, known limits): its landmarks follow a "
-                     "face moving a third of its width per frame too slowly, the followed box falls behind and "
-                     "the next detection starts a new id; the still face is checked in "
-                     "test_a_still_face_keeps_one_id_whatever_the_detector_mode")
     sequences = ([astronaut()] * 15,) if mode == "async" else ([astronaut()] * 15, _moving(20))
     for frames in sequences:
         pipe = pipelines()
