@@ -29,6 +29,7 @@ from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, standardize
 from emodan_ros.data.crop_dataset import CropDataset, mean_shape_of
 from emodan_ros.data.landmarks import PtsDataset, list_pts_files, split_holdout
 from emodan_ros.data.face_boxes import detect_boxes
+from emodan_ros.data.teacher import TEACHERS, teacher_landmarks
 from emodan_ros.data.mix import ClassBalanced, WeightedMix
 from emodan_ros.data.readers import FerPlusDataset, ManifestDataset
 from emodan_ros.model.loss import LossConfig, joint_loss
@@ -83,6 +84,8 @@ class TrainConfig:
     # cropped where the node's detector finds its face and gets `weight` of every epoch (FER+ the rest).
     emotion_sets: list[dict[str, Any]] = field(default_factory=list)
     class_balance: float = 0.0  # per-source class weights n_c ** -class_balance (0 = the source's priors)
+    # "dlib": the emotion_sets' training faces also get dlib's 68 landmarks (data/teacher.py); "" = none
+    landmark_teacher: str = ""
     landmark_dirs: list[str] = field(default_factory=list)  # iBUG .pts folders (landmarks only)
     landmark_holdout: float = 0.1  # fraction of the .pts files kept apart for NME
     landmark_share: float = 0.2  # fraction of each epoch drawn from the landmark data
@@ -159,6 +162,8 @@ class TrainConfig:
         shares = self.landmark_share * bool(self.landmark_dirs) + sum(float(e["weight"]) for e in self.emotion_sets)
         if self.ferplus_train and shares >= 1.0:
             raise ValueError(f"landmark_share plus the emotion_sets weights must leave FER+ a share, got {shares}")
+        if self.landmark_teacher and self.landmark_teacher not in TEACHERS:
+            raise ValueError(f"landmark_teacher must be empty or one of {TEACHERS}, got {self.landmark_teacher!r}")
         if self.init and self.resume:
             raise ValueError("give init (fine-tune) or resume (continue a run), not both")
         LossConfig(self.alpha, self.beta, self.scheme, self.label_smoothing)
@@ -246,6 +251,8 @@ class Trainer:
             train = ManifestDataset(entry["train"], classes=self.classes)  # labels by name onto the model's
             info = {"train": entry["train"], "n": len(train), "weight": float(entry["weight"]),
                     "boxes": detect_boxes(train, self.out / "boxes")}
+            if c.landmark_teacher:
+                info["teacher_landmarks"] = teacher_landmarks(train, self.out / "boxes", c.landmark_teacher)
             parts.append(balance(train))
             weights.append(float(entry["weight"]))
             if entry.get("valid"):
