@@ -236,3 +236,44 @@ def test_cli_bench_parses(fixtures: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="repeats"):
         args.repeats = 2
         bench.main(args)
+
+
+def test_node_bench_frame_sizes_and_the_node_rows_run_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench.node --size` scales the scene; `emodan bench`'s node rows pass the node no settings of their own."""
+    pytest.importorskip("emodan_ros.ros.camera", reason="needs ROS 2 and the built messages")
+    from emodan_ros.bench import node as bench_node
+
+    assert bench_node._size("1280x720") == (1280, 720)
+    for bad in ("1280", "x720", "12x7", "1280x720x3", "-5x10"):
+        with pytest.raises(Exception, match="WxH"):
+            bench_node._size(bad)
+    calls: list[tuple] = []
+    monkeypatch.setattr(bench_node, "run", lambda *args, **kw: calls.append(args) or {"faces_in_frame": args[0],
+                                                                                      "latency_ms": {"p50": 1.0}})
+    rows = bench.node_rows("model.pt", 1.0)
+    assert len(rows) == len(calls) > 1 and all(args[5] == [] for args in calls)
+
+
+def test_fer_gets_the_detectors_box_not_ours(fixtures: dict[str, Path]) -> None:
+    """fer's crop must not depend on the model it is compared with: the detector's box, not our landmark box."""
+    from emodan_ros.model.predictor import Predictor
+
+    photo = cv2.imread(str(fixtures["frames"].parent / "smile.png"))
+    detector = make_detector("blaze")
+    (box,) = detector.detect(photo)[0][:1]
+    x0, y0, x1, y1 = np.clip(np.round(box), 0, [photo.shape[1], photo.shape[0]] * 2).astype(int)
+
+    class RecordingFer:
+        classes = ["happiness", "neutral"]
+
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, ...]] = []
+
+        def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+            self.shapes += [c.shape for c in crops]
+            return np.full((len(crops), 2), 0.5, np.float32)
+
+    fer = RecordingFer()
+    sets = bench_accuracy.parse_frame_sets([f"posed={fixtures['frames']}"])
+    bench_accuracy.frame_emotion_rows(Predictor.from_checkpoint(str(fixtures["model"])), fer, sets, detector)
+    assert fer.shapes == [(y1 - y0, x1 - x0, 3)] * 2  # the two face images; the empty one gets no crop

@@ -188,10 +188,14 @@ def frame_emotion_rows(predictor: Any, fer: Any, frame_sets: Sequence[FrameSet],
             faces = pipeline.process(np.ascontiguousarray(image))
             if not faces:
                 continue
-            face = largest_face(faces)
-            ours[index] = face.probs
+            ours[index] = largest_face(faces).probs
             if theirs is not None:
-                x0, y0, x1, y1 = np.clip(np.round(face.box), 0, [image.shape[1], image.shape[0]] * 2).astype(int)
+                # the detector's own box (largest first), not ours refined by our landmarks: fer's crop must
+                # not depend on the model it is compared with
+                boxes, _ = detector.detect(np.ascontiguousarray(image))
+                if len(boxes) == 0:
+                    continue
+                x0, y0, x1, y1 = np.clip(np.round(boxes[0]), 0, [image.shape[1], image.shape[0]] * 2).astype(int)
                 if x1 > x0 and y1 > y0:
                     theirs[index] = fer.predict([image[y0:y1, x0:x1]])[0]
         base = {"set": frame_set.name, "dataset_classes": list(classes)}

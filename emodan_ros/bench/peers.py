@@ -317,8 +317,7 @@ def node_rows(model: str, duration: float) -> list[dict[str, Any]]:
     for faces in NODE_FACES:
         label = f"node, {faces} face(s)/frame"
         try:
-            # 480 px detection for every row: at the default 320 px the eight 75 px heads are too small for Haar.
-            result = bench_node.run(faces, 15.0, duration, model, "cpu", ["-p", "detector_max_side:=480"])
+            result = bench_node.run(faces, 15.0, duration, model, "cpu", [])  # the node's defaults, as users run it
         except ValueError as error:
             rows.append(_skip_row(label, "node", f"bench_node: {error}"))
             continue
