@@ -16,6 +16,7 @@ from emodan_ros.bench import range_frames as rf
 from emodan_ros.faces.blazeface import (
     MODEL_RELATIVE_PATH,
     BlazeFaceDetector,
+    auto_fine_side,
     default_model_path,
     short_range_anchors,
 )
@@ -147,12 +148,23 @@ def test_opencv_fallback_gives_the_same_boxes(blaze: BlazeFaceDetector) -> None:
 
 def test_max_side_sets_the_fine_pass() -> None:
     """``detector_max_side`` 0 = the detector's own size; a 24 px face needs a larger fine pass."""
-    assert make_detector("blaze").fine_side == 384  # type: ignore[attr-defined]
+    assert make_detector("blaze").fine_side == 0  # type: ignore[attr-defined]
     image, truth = _pasted(640, 480, 24, 300, 200)
     small = make_detector("blaze", max_side=160).detect(image)[0]
     large = make_detector("blaze", max_side=640).detect(image)[0]
     assert len(small) == 0
     assert len(large) == 1 and iou_matrix(large, truth)[0, 0] > 0.4
+
+
+def test_auto_fine_pass_follows_the_frame() -> None:
+    """0.6 of the frame's long side within 384-768: a 1280x720 frame's small faces keep their pixels."""
+    sizes = {(640, 480): 384, (320, 240): 384, (800, 600): 480, (1280, 720): 768, (1920, 1080): 768}
+    assert {wh: auto_fine_side(*wh) for wh in sizes} == sizes
+    image, truth = _pasted(1280, 720, 40, 700, 300)
+    auto = make_detector("blaze").detect(image)[0]
+    fixed = make_detector("blaze", max_side=384).detect(image)[0]
+    assert len(auto) == 1 and iou_matrix(auto, truth)[0, 0] > 0.4
+    assert len(fixed) == 0
 
 
 def test_range_bench_runs_on_a_tiny_config(tmp_path, capsys) -> None:

@@ -68,7 +68,9 @@ def _proc_sample(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
-def run(faces: int, fps: float, duration: float, model: str, device: str, extra: list[str]) -> dict[str, Any]:
+def run(faces: int, fps: float, duration: float, model: str, device: str, extra: list[str],
+        size: tuple[int, int] = (FRAME_W, FRAME_H)) -> dict[str, Any]:
+    """One run; ``size``: the 640x480 scene scaled to this (w, h), e.g. a 1280x720 camera's frames."""
     from emodan_ros.ros.camera import LiveCamera
 
     params: dict[str, Any] = {"device": device, "allow_random_model": True}
@@ -78,7 +80,10 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     samples: list[tuple[float, float, float]] = []
     with LiveCamera(f"/bench{os.getpid()}", node_params=params, node_args=extra) as camera:
         pid = camera.node_proc.pid
-        template = camera.image_message(make_frame(faces))
+        frame = make_frame(faces)
+        if size != (FRAME_W, FRAME_H):
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+        template = camera.image_message(frame)
         warm = int(3.0 * fps)  # the first (slow) frames go through before measuring
         camera.play([template] * warm, [i / fps for i in range(warm)])
         time.sleep(1.0)
@@ -104,7 +109,7 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     cpu_pct = 100.0 * (samples[-1][1] - samples[0][1]) / max(samples[-1][0] - samples[0][0], 1e-6)
     rss = [s[2] for s in samples]
     return {
-        "faces_in_frame": faces, "fps_in": fps, "duration_s": round(elapsed, 1), "sent": sent,
+        "faces_in_frame": faces, "frame_size": f"{size[0]}x{size[1]}", "fps_in": fps, "duration_s": round(elapsed, 1), "sent": sent,
         "results": len(lat), "processed_share": round(len(lat) / max(sent, 1), 3),
         "throughput_hz": round(len(lat) / elapsed, 2),
         "faces_found_mean": round(float(np.mean(face_counts)), 2) if face_counts else 0.0,
@@ -119,17 +124,26 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     }
 
 
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and 16 <= int(width) <= 8192 and 16 <= int(height) <= 8192):
+        raise argparse.ArgumentTypeError(f"expected WxH between 16 and 8192 px, e.g. 1280x720, got {text!r}")
+    return int(width), int(height)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faces", type=int, default=1, choices=(1, 2, 4, 8))
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (after 3 s warm-up)")
     parser.add_argument("--model", default="", help="checkpoint; default: the package model, else untrained")
+    parser.add_argument("--size", default=f"{FRAME_W}x{FRAME_H}", type=_size,
+                        help="frame size WxH: the 640x480 scene scaled to it (default %(default)s)")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
     parser.add_argument("--node-arg", action="append", default=[],
                         help="extra node --ros-args item, e.g. --node-arg=-p --node-arg=redetect_every:=10")
     args = parser.parse_args(argv)
-    result = run(args.faces, args.fps, args.duration, args.model, args.device, args.node_arg)
+    result = run(args.faces, args.fps, args.duration, args.model, args.device, args.node_arg, args.size)
     print(json.dumps(result, indent=2))
 
 

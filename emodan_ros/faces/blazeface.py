@@ -8,9 +8,10 @@ finds most faces from ~32 px at about the same cost per frame, on one CPU thread
 How it runs:
 
 - The model is fully convolutional, so its input is resized to the frame's aspect (multiples
-  of 16) rather than its training size 128x128. A *fine* pass at long side ``fine_side`` reaches
-  small faces; a *coarse* pass at ``coarse_side`` covers faces up to the whole frame. Their
-  boxes are merged by score-weighted NMS (MediaPipe's "weighted" suppression: steadier boxes).
+  of 16) rather than its training size 128x128. A *fine* pass at long side ``fine_side`` (0: sized
+  to the frame, :func:`auto_fine_side`) reaches small faces; a *coarse* pass at ``coarse_side``
+  covers faces up to the whole frame. Their boxes are merged by score-weighted NMS (MediaPipe's
+  "weighted" suppression: steadier boxes).
   Native 128x128 tiles (stride 96) over the frame at the fine scale instead of one resized pass
   found the same share of 24-48 px faces (range bench, 640x480) at +8 ms: the cost of this model
   is per input pixel, so only the scale buys range.
@@ -44,6 +45,10 @@ from emodan_ros.faces.detector import BoxCalibration, DetectorError, check_image
 
 MODEL_RELATIVE_PATH = "models/detectors/face_detection_short_range.tflite"
 BACKENDS = ("auto", "litert", "opencv")
+# The fine pass's long side when none is set: 0.6 of the frame's (a 640x480 frame at 384 px), no less than
+# 384 (small frames are seen enlarged) and no more than 768 (a 1280x720 frame; its small faces need the
+# pixels; range bench, README "Face detector range").
+AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.6, 384, 768
 
 # Raw box -> landmark bbox, medians over 296 300-W AFW crops (faces ~160 px, yaw asymmetry < 0.55,
 # raw IoU > 0.3 with the 0-based landmark bbox; IQR 0.03/0.06/0.09/0.09). The same method gives
@@ -62,6 +67,12 @@ def default_model_path() -> Path | None:
     from emodan_ros.compat import package_file
 
     return package_file(MODEL_RELATIVE_PATH)
+
+
+def auto_fine_side(width: int, height: int) -> int:
+    """The fine pass's long side for a ``width x height`` frame when ``fine_side`` is 0 (a multiple of 16)."""
+    side = int(round(AUTO_FINE_FRACTION * max(width, height) / 16)) * 16
+    return min(AUTO_FINE_MAX, max(AUTO_FINE_MIN, side))
 
 
 def short_range_anchors(in_w: int, in_h: int) -> np.ndarray:
@@ -180,7 +191,7 @@ class BlazeFaceDetector:
 
     Operating point (``score_threshold=0.8, trust_threshold=0.9``, "strict"): 0-0.02 false faces
     per face-free range-bench frame (mostly on coins with embossed heads). ``fine_side`` (the
-    node's ``detector_max_side``) trades range for time: 448 instead of 384 finds 0.69 instead
+    node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for time: 448 instead of 384 finds 0.69 instead
     of 0.47 of the 24 px faces in 640x480 frames at ~1.3x the time. A phantom face on a static object would persist through the
     tracker frame after frame, so a missed far face is the smaller evil; ``0.75 / 0.8`` finds more
     32 px faces at ~0.05 false faces per frame. Scores are the model's sigmoid (trusted
@@ -189,7 +200,7 @@ class BlazeFaceDetector:
 
     name = "blaze"
 
-    def __init__(self, fine_side: int = 384, coarse_side: int = 128, score_threshold: float = 0.8,
+    def __init__(self, fine_side: int = 0, coarse_side: int = 128, score_threshold: float = 0.8,
                  candidate_threshold: float = 0.25, trust_threshold: float = 0.9,
                  verify: bool = True, verify_side: int = 80, crop_factor: float = 1.6,
                  max_verify: int = 12, nms_iou: float = 0.3, backend: str = "auto",
@@ -265,7 +276,8 @@ class BlazeFaceDetector:
         if min(h, w) < 16:  # nothing the model could call a face
             return _empty()
         bgr = image_bgr if image_bgr.flags.c_contiguous else np.ascontiguousarray(image_bgr)
-        parts = [self._pass(bgr, s) for s in (self.fine_side, self.coarse_side)
+        fine = self.fine_side or auto_fine_side(w, h)
+        parts = [self._pass(bgr, s) for s in (fine, self.coarse_side)
                  if 0 < s < 1.5 * max(h, w)] or [self._pass(bgr, max(h, w))]
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])

@@ -33,8 +33,9 @@ from emodan_ros.faces.boxes import sort_by_area
 
 DETECTOR_NAMES = ("blaze", "haar", "dlib", "yunet")
 
-# ``max_side`` 0 (the settings' default) means each detector's own working size:
-DEFAULT_MAX_SIDE = {"blaze": 384, "haar": 320, "dlib": 320, "yunet": 320}
+# ``max_side`` 0 (the settings' default) means each detector's own working size (blaze's 0: sized to
+# the frame, ``blazeface.auto_fine_side``):
+DEFAULT_MAX_SIDE = {"blaze": 0, "haar": 320, "dlib": 320, "yunet": 320}
 
 
 class DetectorError(RuntimeError):
