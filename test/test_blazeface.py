@@ -14,10 +14,12 @@ from skimage import data
 from emodan_ros.bench import range as range_bench
 from emodan_ros.bench import range_frames as rf
 from emodan_ros.faces.blazeface import (
+    BLAZE_CAL,
     MODEL_RELATIVE_PATH,
     BlazeFaceDetector,
     auto_fine_side,
     default_model_path,
+    pass_sides,
     short_range_anchors,
 )
 from emodan_ros.faces.boxes import iou_matrix
@@ -165,6 +167,23 @@ def test_auto_fine_pass_follows_the_frame() -> None:
     fixed = make_detector("blaze", max_side=384).detect(image)[0]
     assert len(auto) == 1 and iou_matrix(auto, truth)[0, 0] > 0.4
     assert len(fixed) == 0
+
+
+def test_pass_pyramid_and_large_faces_left_to_coarser_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass keeps boxes up to MAX_FACE_IN_PASS of its own pixels; larger ones come from the next pass."""
+    assert pass_sides(384, 128) == [384, 128] and pass_sides(768, 128) == [768, 256, 128]
+    assert pass_sides(480, 128) == [480, 128] and pass_sides(128, 128) == [128]
+    detector = BlazeFaceDetector(verify=False, score_threshold=0.5)
+    image = np.zeros((480, 640, 3), np.uint8)
+    small = np.array([[100, 100, 150, 150]], np.float32)  # 50 px: 30 px in the 384 pass
+    large = np.array([[100, 100, 400, 400]], np.float32)  # 300 px: 180 px in the 384 pass
+    answers = {384: np.concatenate([small, large]), 128: np.zeros((0, 4), np.float32)}
+    monkeypatch.setattr(detector, "_pass", lambda bgr, side: (answers[side], np.full(len(answers[side]), 0.9,
+                                                                                      np.float32)))
+    boxes, _ = detector.detect(image)
+    assert len(boxes) == 1 and iou_matrix(boxes, BLAZE_CAL.apply(small))[0, 0] > 0.99
+    answers[128] = large
+    assert len(detector.detect(image)[0]) == 2  # the coarse pass may report it
 
 
 def test_range_bench_runs_on_a_tiny_config(tmp_path, capsys) -> None:

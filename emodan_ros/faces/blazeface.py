@@ -10,7 +10,9 @@ How it runs:
 - The model is fully convolutional, so its input is resized to the frame's aspect (multiples
   of 16) rather than its training size 128x128. A *fine* pass at long side ``fine_side`` (0: sized
   to the frame, :func:`auto_fine_side`) reaches small faces; a *coarse* pass at ``coarse_side``
-  covers faces up to the whole frame. Their boxes are merged by score-weighted NMS (MediaPipe's
+  covers faces up to the whole frame, with a pass at a third of the fine one between them where
+  the gap is wide (:func:`pass_sides`). Each pass but the coarsest keeps only faces of up to
+  ``MAX_FACE_IN_PASS`` of its pixels. Their boxes are merged by score-weighted NMS (MediaPipe's
   "weighted" suppression: steadier boxes).
   Native 128x128 tiles (stride 96) over the frame at the fine scale instead of one resized pass
   found the same share of 24-48 px faces (range bench, 640x480) at +8 ms: the cost of this model
@@ -49,6 +51,10 @@ BACKENDS = ("auto", "litert", "opencv")
 # 384 (small frames are seen enlarged) and no more than 768 (a 1280x720 frame; its small faces need the
 # pixels; range bench, README "Face detector range").
 AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.6, 384, 768
+# A pass's boxes larger than this (in its input's pixels) are left to the next, coarser pass: the
+# short-range model saw faces of up to about its 128 px input, and a face twice that size comes out as
+# confident boxes around part of it (range bench, 320 px faces at the fine pass of 0.6x).
+MAX_FACE_IN_PASS = 128
 
 # Raw box -> landmark bbox, medians over 296 300-W AFW crops (faces ~160 px, yaw asymmetry < 0.55,
 # raw IoU > 0.3 with the 0-based landmark bbox; IQR 0.03/0.06/0.09/0.09). The same method gives
@@ -73,6 +79,15 @@ def auto_fine_side(width: int, height: int) -> int:
     """The fine pass's long side for a ``width x height`` frame when ``fine_side`` is 0 (a multiple of 16)."""
     side = int(round(AUTO_FINE_FRACTION * max(width, height) / 16)) * 16
     return min(AUTO_FINE_MAX, max(AUTO_FINE_MIN, side))
+
+
+def pass_sides(fine: int, coarse: int) -> list[int]:
+    """Long sides of the passes, finest first: ``fine``, then a third of it while that stays well above
+    ``coarse`` (multiples of 16), then ``coarse``: 384 -> [384, 128], 768 -> [768, 256, 128]."""
+    sides = [fine]
+    while sides[-1] // 3 >= 1.5 * coarse:
+        sides.append(max(16, sides[-1] // 3 // 16 * 16))
+    return sides if coarse in sides else sides + [coarse]
 
 
 def short_range_anchors(in_w: int, in_h: int) -> np.ndarray:
@@ -276,9 +291,15 @@ class BlazeFaceDetector:
         if min(h, w) < 16:  # nothing the model could call a face
             return _empty()
         bgr = image_bgr if image_bgr.flags.c_contiguous else np.ascontiguousarray(image_bgr)
-        fine = self.fine_side or auto_fine_side(w, h)
-        parts = [self._pass(bgr, s) for s in (fine, self.coarse_side)
-                 if 0 < s < 1.5 * max(h, w)] or [self._pass(bgr, max(h, w))]
+        sides = [s for s in pass_sides(self.fine_side or auto_fine_side(w, h), self.coarse_side)
+                 if 0 < s < 1.5 * max(h, w)] or [max(h, w)]
+        parts = []
+        for n, side in enumerate(sides):
+            b, sc = self._pass(bgr, side)
+            if n < len(sides) - 1:  # a face too large for this scale is the next (coarser) pass's
+                keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * (side / max(h, w)) <= MAX_FACE_IN_PASS
+                b, sc = b[keep], sc[keep]
+            parts.append((b, sc))
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         if len(boxes) == 0:
