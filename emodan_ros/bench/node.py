@@ -109,7 +109,8 @@ def run(faces: int, fps: float, duration: float, model: str, device: str, extra:
     cpu_pct = 100.0 * (samples[-1][1] - samples[0][1]) / max(samples[-1][0] - samples[0][0], 1e-6)
     rss = [s[2] for s in samples]
     return {
-        "faces_in_frame": faces, "frame_size": f"{size[0]}x{size[1]}", "fps_in": fps, "duration_s": round(elapsed, 1), "sent": sent,
+        "faces_in_frame": faces, "frame_size": f"{size[0]}x{size[1]}", "fps_in": fps,
+        "duration_s": round(elapsed, 1), "sent": sent,
         "results": len(lat), "processed_share": round(len(lat) / max(sent, 1), 3),
         "throughput_hz": round(len(lat) / elapsed, 2),
         "faces_found_mean": round(float(np.mean(face_counts)), 2) if face_counts else 0.0,

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emodan_ros.data.readers import read_image
-from emodan_ros.faces.boxes import iou_matrix
+from emodan_ros.faces.boxes import box_area, iou_matrix
 from emodan_ros.faces.crop import box_from_landmarks
 
 TEACHERS = ("dlib",)
@@ -69,7 +69,7 @@ class DlibTeacher:
             if overlap[best] < MATCH_IOU:
                 return None
         else:
-            best = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).argmax())
+            best = int(box_area(boxes).argmax())
         shape = self._predictor(rgb, rects[best])
         # pixel centres: x_big = UPSCALE * x + (UPSCALE - 1) / 2 under cv2's linear resize
         points = (np.array([[p.x, p.y] for p in shape.parts()], np.float32) - (UPSCALE - 1) / 2) / UPSCALE

@@ -202,14 +202,15 @@ def _confirmed(boxes: np.ndarray, scores: np.ndarray, side: int, expected: float
 
 
 class BlazeFaceDetector:
-    """MediaPipe BlazeFace short-range: a fine and a coarse resized pass, then a second look.
+    """MediaPipe BlazeFace short-range: resized passes from fine to coarse, then a second look.
 
     Operating point (``score_threshold=0.8, trust_threshold=0.9``, "strict"): 0-0.02 false faces
     per face-free range-bench frame (mostly on coins with embossed heads). ``fine_side`` (the
-    node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for time: 448 instead of 384 finds 0.69 instead
-    of 0.47 of the 24 px faces in 640x480 frames at ~1.3x the time. A phantom face on a static object would persist through the
-    tracker frame after frame, so a missed far face is the smaller evil; ``0.75 / 0.8`` finds more
-    32 px faces at ~0.05 false faces per frame. Scores are the model's sigmoid (trusted
+    node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for time: 448 instead
+    of 384 finds 0.69 instead of 0.47 of the 24 px faces in 640x480 frames at ~1.3x the time. A
+    phantom face on a static object would persist through the tracker frame after frame, so a
+    missed far face is the smaller evil; ``0.75 / 0.8`` finds more 32 px faces at ~0.05 false
+    faces per frame. Scores are the model's sigmoid (trusted
     candidates) or the second look's, 0..1.
     """
 
