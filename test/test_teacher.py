@@ -1,4 +1,5 @@
-"""Teacher landmarks on emotion photos (data/teacher.py) and the trainer's `landmark_teacher` option."""
+"""Teacher landmarks on emotion photos (data/teacher.py) and the trainer's `landmark_teacher` and
+`teacher_ferplus` options."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from emodan_ros.data.crop_dataset import CropDataset
 from emodan_ros.data.readers import ManifestDataset
 from emodan_ros.data.teacher import TeacherError, teacher_landmarks
-from emodan_ros.faces.crop import NO_AUGMENTATION, box_from_landmarks
+from emodan_ros.faces.crop import NO_AUGMENTATION, box_for_full_crop, box_from_landmarks
 from emodan_ros.faces.classes import FERPLUS_CLASSES
 from emodan_ros.model.dan import default_mean_shape
 from emodan_ros.training.trainer import Trainer
@@ -64,6 +65,46 @@ def test_teacher_labels_found_faces_keeps_the_rest_and_caches(tmp_path: Path) ->
     other = FakeTeacher("other")  # another teacher's labels are not this one's
     teacher_landmarks(ManifestDataset(tmp_path / "img" / "m.csv"), tmp_path / "cache", other)
     assert other.calls == 4
+
+
+def test_full_crop_prior_is_the_face_the_whole_image_frames(tmp_path: Path) -> None:
+    """Box-less items (FER+'s crops) tell the teacher the box the whole image implies, cached apart."""
+    names = _write_images(tmp_path / "img", 3)
+    dataset = ManifestDataset(_manifest(tmp_path / "img" / "m.csv", [(n, "anger") for n in names], boxes=False))
+    plain = FakeTeacher()
+    teacher_landmarks(dataset, tmp_path / "cache", plain)
+    assert plain.priors == [None, None, None]
+    framed = FakeTeacher()
+    again = ManifestDataset(tmp_path / "img" / "m.csv")
+    counts = teacher_landmarks(again, tmp_path / "cache", framed, full_crop_prior=True)
+    assert framed.calls == 3  # the other rule's cache is not reused
+    h, w = cv2.imread(str(tmp_path / "img" / names[0])).shape[:2]
+    assert all(np.allclose(p, box_for_full_crop(w, h)) for p in framed.priors)
+    labelled = [i for i, p in enumerate(again.landmarks) if p is not None]
+    assert counts["labelled"] == len(labelled) > 0
+    assert np.allclose(box_from_landmarks(again.landmarks[labelled[0]]), box_for_full_crop(w, h), atol=1e-3)
+
+
+def test_training_with_teacher_on_ferplus(tmp_path: Path, sources: dict[str, str],  # noqa: F811
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`teacher_ferplus` labels the FER+ training crops (never its validation set); it needs a teacher."""
+    with pytest.raises(ValueError, match="teacher_ferplus needs a landmark_teacher"):
+        train_config(tmp_path, sources, "teacher_ferplus=true")
+    teacher = FakeTeacher("dlib")
+    monkeypatch.setattr("emodan_ros.data.teacher.DlibTeacher", lambda: teacher)
+    config = train_config(tmp_path, sources, "epochs=[1]", "max_batches=2", "landmark_teacher=dlib",
+                          "teacher_ferplus=true")
+    trainer = Trainer(config)
+    counts = trainer.data_info["ferplus_train"]["teacher_landmarks"]
+    fer = trainer.train_set.samples.datasets[0]
+    fer = getattr(fer, "dataset", fer)
+    assert counts["labelled"] > 0 and counts["labelled"] + counts["unlabelled"] == len(fer) == teacher.calls
+    assert all(np.allclose(p, box_for_full_crop(48, 48)) for p in teacher.priors)
+    assert sum(p is not None for p in fer.landmarks) == counts["labelled"]
+    assert all(p is None for p in trainer.valid_emotion["ferplus"].samples.landmarks)
+    without = Trainer(train_config(tmp_path / "b", sources, "epochs=[1]", "landmark_teacher=dlib"))
+    assert "teacher_landmarks" not in without.data_info["ferplus_train"]
+    assert np.isfinite(trainer.run()["train_loss"])
 
 
 def test_unknown_teacher_is_refused(tmp_path: Path, sources: dict[str, str]) -> None:  # noqa: F811

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from emodan_ros.data.readers import read_image
 from emodan_ros.faces.boxes import box_area, iou_matrix
-from emodan_ros.faces.crop import box_from_landmarks
+from emodan_ros.faces.crop import box_for_full_crop, box_from_landmarks
 
 TEACHERS = ("dlib",)
 UPSCALE = 2
@@ -83,19 +83,22 @@ Teacher = Callable[[np.ndarray, "np.ndarray | None"], "np.ndarray | None"]
 
 
 def teacher_landmarks(dataset: Any, cache_dir: str | Path | None = None,
-                      teacher: str | Teacher = "dlib") -> dict[str, int]:
+                      teacher: str | Teacher = "dlib", full_crop_prior: bool = False) -> dict[str, int]:
     """Give ``dataset``'s items the teacher's landmarks where it finds their face; returns counts.
 
     Run after :func:`~emodan_ros.data.face_boxes.detect_boxes` (the boxes say which face is the
-    sample's). ``teacher``: a name in ``TEACHERS`` or a callable ``(image, box) -> points | None``
-    with a ``name``. Cached like the boxes, keyed by the image paths, the boxes and the teacher's name.
+    sample's). ``full_crop_prior``: an item without a box is the face its whole image frames (FER+'s
+    crops: the box :func:`box_for_full_crop` implies), so dlib's face must overlap that box; else the
+    largest face dlib finds. ``teacher``: a name in ``TEACHERS`` or a callable ``(image, box) -> points
+    | None`` with a ``name``. Cached like the boxes, keyed by the image paths, the boxes and the teacher's name.
     """
     if isinstance(teacher, str) and teacher not in TEACHERS:
         raise TeacherError(f"landmark_teacher must be one of {TEACHERS}, got {teacher!r}")
     name = teacher if isinstance(teacher, str) else teacher.name
     priors = [dataset.box(i) for i in range(len(dataset))]
     text = "".join(repr(None if b is None else np.round(b, 3).tolist()) for b in priors)
-    key = hashlib.sha1(("\n".join(dataset.paths) + name + text).encode()).hexdigest()[:16]
+    rule = "full-crop" if full_crop_prior else ""
+    key = hashlib.sha1(("\n".join(dataset.paths) + name + text + rule).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"teacher_{key}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         stored = np.load(cache)
@@ -110,7 +113,10 @@ def teacher_landmarks(dataset: Any, cache_dir: str | Path | None = None,
                 continue
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-            result = label(image, priors[index])
+            prior = priors[index]
+            if prior is None and full_crop_prior:
+                prior = box_for_full_crop(image.shape[1], image.shape[0])
+            result = label(image, prior)
             if result is not None:
                 points[index], found[index] = result, True
         if cache is not None:

@@ -86,6 +86,7 @@ class TrainConfig:
     class_balance: float = 0.0  # per-source class weights n_c ** -class_balance (0 = the source's priors)
     # "dlib": the emotion_sets' training faces also get dlib's 68 landmarks (data/teacher.py); "" = none
     landmark_teacher: str = ""
+    teacher_ferplus: bool = False  # the teacher labels the FER+ training faces too (the face its crop frames)
     landmark_dirs: list[str] = field(default_factory=list)  # iBUG .pts folders (landmarks only)
     landmark_holdout: float = 0.1  # fraction of the .pts files kept apart for NME
     landmark_share: float = 0.2  # fraction of each epoch drawn from the landmark data
@@ -164,6 +165,8 @@ class TrainConfig:
             raise ValueError(f"landmark_share plus the emotion_sets weights must leave FER+ a share, got {shares}")
         if self.landmark_teacher and self.landmark_teacher not in TEACHERS:
             raise ValueError(f"landmark_teacher must be empty or one of {TEACHERS}, got {self.landmark_teacher!r}")
+        if self.teacher_ferplus and not self.landmark_teacher:
+            raise ValueError("teacher_ferplus needs a landmark_teacher")
         if self.init and self.resume:
             raise ValueError("give init (fine-tune) or resume (continue a run), not both")
         LossConfig(self.alpha, self.beta, self.scheme, self.label_smoothing)
@@ -238,11 +241,14 @@ class Trainer:
         balance = (lambda d: ClassBalanced(d, c.class_balance, seed=c.seed)) if c.class_balance else (lambda d: d)
         if c.ferplus_train:
             fer = FerPlusDataset(c.ferplus_train, scheme=c.scheme, seed=c.seed)
+            self.data_info["ferplus_train"] = {"path": c.ferplus_train, "n": len(fer), "scheme": c.scheme,
+                                               "bad_files": len(fer.bad_files)}
+            if c.teacher_ferplus:
+                self.data_info["ferplus_train"]["teacher_landmarks"] = teacher_landmarks(
+                    fer, self.out / "boxes", c.landmark_teacher, full_crop_prior=True)
             parts.append(balance(fer))
             others = sum(float(e["weight"]) for e in c.emotion_sets)
             weights.append(1.0 - others - (c.landmark_share if c.landmark_dirs else 0.0))
-            self.data_info["ferplus_train"] = {"path": c.ferplus_train, "n": len(fer), "scheme": c.scheme,
-                                               "bad_files": len(fer.bad_files)}
         if c.ferplus_valid:
             valid = FerPlusDataset.evaluation(c.ferplus_valid)
             self.valid_emotion["ferplus"] = CropDataset(valid, self.classes, size, NO_AUGMENTATION)
