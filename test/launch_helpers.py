@@ -35,6 +35,27 @@ def face_frame(width: int = 640, height: int = 480) -> np.ndarray:
     return frame
 
 
+def person_frame(face_px: int, width: int = 640, height: int = 480) -> np.ndarray:
+    """A BGR frame with the whole astronaut photo scaled so that her face (landmark box) is
+    ``face_px`` wide, in the middle: a person standing away from the camera (50 px: about 2 m with a
+    60-degree 640x480 webcam)."""
+    import cv2
+    from skimage import data
+
+    from emodan_ros.bench.range_frames import ASTRONAUT_BOX
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    scale = face_px / (ASTRONAUT_BOX[2] - ASTRONAUT_BOX[0])
+    side = int(round(photo.shape[0] * scale))
+    if side > min(width, height):
+        raise ValueError(f"a {face_px} px face needs a frame larger than {width}x{height}")
+    person = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+    frame = np.full((height, width, 3), 110, np.uint8)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    frame[y0:y0 + side, x0:x0 + side] = person
+    return frame
+
+
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:

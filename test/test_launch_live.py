@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HAS_MSGS
-from launch_helpers import HAVE_TOOLS, SKIP_REASON, Camera, face_frame, ros2
+from launch_helpers import HAVE_TOOLS, SKIP_REASON, Camera, face_frame, person_frame, ros2, wait_until
 
 if not (HAVE_TOOLS and HAS_MSGS):
     pytest.skip(SKIP_REASON, allow_module_level=True)
@@ -88,8 +88,6 @@ def test_camera_640x480_at_15_fps_gets_emotions_and_landmarks_under_the_namespac
     assert camera.wait_for_node(120)
     stamps = camera.stream(face_frame(640, 480), fps=15, seconds=4)
     assert len(stamps) == 60
-    from launch_helpers import wait_until
-
     wait_until(lambda: sum(1 for m in camera.messages("emotions") if _stamp(m) in set(stamps)) >= 55, 10)
     emotions = {_stamp(m): m for m in camera.messages("emotions") if _stamp(m) in set(stamps)}
     landmarks = {_stamp(m): m for m in camera.messages("landmarks") if _stamp(m) in set(stamps)}
@@ -100,6 +98,18 @@ def test_camera_640x480_at_15_fps_gets_emotions_and_landmarks_under_the_namespac
     face = landmarks[_stamp(with_face[-1])].faces[0]
     assert (face.image_width, face.image_height) == (640, 480) and len(face.landmarks) == 136
     assert camera.messages("global_emotions") == []  # outputs stay under the namespace
+
+
+@pytest.mark.launch(fixture=emotion_launch)
+def test_a_person_at_2_m_gets_a_face_on_95_percent_of_the_answered_frames(camera: Camera) -> None:
+    """Issue 14's range goal through the launch file's defaults: a 50 px face in a 640x480 frame."""
+    assert camera.wait_for_node(120)
+    stamps = set(camera.stream(person_frame(50), fps=15, seconds=4))
+    wait_until(lambda: sum(1 for m in camera.messages("emotions") if _stamp(m) in stamps) >= 57, 10)
+    answered = [m for m in camera.messages("emotions") if _stamp(m) in stamps]
+    assert len(answered) >= 45, f"{len(answered)} of 60 frames answered"
+    with_face = sum(1 for m in answered if len(m.states) == 1)
+    assert with_face >= 0.95 * len(answered), f"one face on {with_face} of {len(answered)} answered frames"
 
 
 def _stamp(msg) -> int:
