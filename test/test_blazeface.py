@@ -159,8 +159,8 @@ def test_max_side_sets_the_fine_pass() -> None:
 
 
 def test_auto_fine_pass_follows_the_frame() -> None:
-    """0.6 of the frame's long side within 384-768: a 1280x720 frame's small faces keep their pixels."""
-    sizes = {(640, 480): 384, (320, 240): 384, (800, 600): 480, (1280, 720): 768, (1920, 1080): 768}
+    """0.7 of the frame's long side within 384-768: a 1280x720 frame's small faces keep their pixels."""
+    sizes = {(640, 480): 448, (320, 240): 384, (800, 600): 560, (1280, 720): 768, (1920, 1080): 768}
     assert {wh: auto_fine_side(*wh) for wh in sizes} == sizes
     image, truth = _pasted(1280, 720, 40, 700, 300)
     auto = make_detector("blaze").detect(image)[0]
@@ -173,7 +173,7 @@ def test_pass_pyramid_and_large_faces_left_to_coarser_passes(monkeypatch: pytest
     """A pass keeps boxes up to MAX_FACE_IN_PASS of its own pixels; larger ones come from the next pass."""
     assert pass_sides(384, 128) == [384, 128] and pass_sides(768, 128) == [768, 256, 128]
     assert pass_sides(480, 128) == [480, 128] and pass_sides(128, 128) == [128]
-    detector = BlazeFaceDetector(verify=False, score_threshold=0.5)
+    detector = BlazeFaceDetector(fine_side=384, verify=False, score_threshold=0.5)
     image = np.zeros((480, 640, 3), np.uint8)
     small = np.array([[100, 100, 150, 150]], np.float32)  # 50 px: 30 px in the 384 pass
     large = np.array([[100, 100, 400, 400]], np.float32)  # 300 px: 180 px in the 384 pass

@@ -100,8 +100,8 @@ class DetectorConfig(_Checked):
     detector_model_path: str = setting("", "Model file: yunet's ONNX (required), or another BlazeFace short-range "
                                            ".tflite for blaze (empty: the shipped one).", runtime=False)
     detector_max_side: int = setting(0, "The detector sees the frame downscaled to this longer side [px]; for "
-                                        "blaze, its fine pass. 0 = the detector's own size (blaze: 0.6 of the "
-                                        "frame's longer side within 384-768, so 384 for 640x480 and 768 for "
+                                        "blaze, its fine pass. 0 = the detector's own size (blaze: 0.7 of the "
+                                        "frame's longer side within 384-768, so 448 for 640x480 and 768 for "
                                         "1280x720; others 320). Haar needs faces of about 40 px at that size.",
                                      0, 8192, runtime=False)
     detector_min_face_fraction: float = setting(0.08, "Smallest face the haar detector looks for, as a fraction "
