@@ -19,6 +19,7 @@ from emodan_ros.faces.blazeface import (
     BlazeFaceDetector,
     auto_fine_side,
     default_model_path,
+    parse_looks,
     pass_sides,
     short_range_anchors,
 )
@@ -184,6 +185,46 @@ def test_pass_pyramid_and_large_faces_left_to_coarser_passes(monkeypatch: pytest
     assert len(boxes) == 1 and iou_matrix(boxes, BLAZE_CAL.apply(small))[0, 0] > 0.99
     answers[128] = large
     assert len(detector.detect(image)[0]) == 2  # the coarse pass may report it
+
+
+def test_looks_parse_from_text_and_pairs() -> None:
+    assert parse_looks("80x1.6+64x1.4") == ((80, 1.6), (64, 1.4)) == parse_looks([(80, 1.6), (64, 1.4)])
+    for bad in ("", "80", "80x9", "8x1.6", "ax1.6", [(80,)], []):
+        with pytest.raises(ValueError, match="looks"):
+            parse_looks(bad)
+    with pytest.raises(ValueError, match="looks"):
+        BlazeFaceDetector(looks="nonsense")
+    old = range_bench.build_detector("blaze:looks=80x1.6,score_threshold=0.8")
+    assert old.looks == ((80, 1.6),) and old.score_threshold == 0.8
+
+
+@pytest.mark.parametrize("first,second,kept,second_run", [(0.9, 0.6, True, True), (0.5, 0.9, False, True),
+                                                          (0.3, 1.0, False, False)])
+def test_second_look_keeps_a_candidate_on_the_mean_of_its_looks(
+        monkeypatch: pytest.MonkeyPatch, first: float, second: float, kept: bool, second_run: bool) -> None:
+    """Default looks (80 px at 1.6, 64 px at 1.4) averaged at 0.72; a first look under 0.44 cannot
+    reach that mean, so the second is not run."""
+    detector = BlazeFaceDetector(fine_side=384)
+    candidate = np.array([[300, 200, 332, 232]], np.float32)
+    looks = {80: first, 64: second}
+    calls: list[int] = []
+
+    def fake_pass(bgr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(side)
+        if side == 384:
+            return candidate, np.array([0.5], np.float32)  # doubtful: under the trust threshold
+        if side in looks:  # the candidate, centred, at 1 / factor of the crop
+            half = side / dict(detector.looks)[side] / 2
+            return np.array([[side / 2 - half, side / 2 - half, side / 2 + half, side / 2 + half]],
+                            np.float32), np.array([looks[side]], np.float32)
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+
+    monkeypatch.setattr(detector, "_pass", fake_pass)
+    boxes, scores = detector.detect(np.zeros((480, 640, 3), np.uint8))
+    assert len(boxes) == int(kept)
+    if kept:
+        assert scores[0] == pytest.approx((first + second) / 2)
+    assert (64 in calls) == second_run and 80 in calls
 
 
 def test_range_bench_runs_on_a_tiny_config(tmp_path, capsys) -> None:
