@@ -202,9 +202,9 @@ def test_looks_parse_from_text_and_pairs() -> None:
                                                           (0.3, 1.0, False, False)])
 def test_second_look_keeps_a_candidate_on_the_mean_of_its_looks(
         monkeypatch: pytest.MonkeyPatch, first: float, second: float, kept: bool, second_run: bool) -> None:
-    """Default looks (80 px at 1.6, 64 px at 1.4) averaged at 0.72; a first look under 0.44 cannot
-    reach that mean, so the second is not run."""
-    detector = BlazeFaceDetector(fine_side=384)
+    """Two looks (80 px at 1.6, 64 px at 1.4) averaged at 0.72; a first look under 0.44 cannot reach
+    that mean, so the second is not run."""
+    detector = BlazeFaceDetector(fine_side=384, looks="80x1.6+64x1.4", score_threshold=0.72)
     candidate = np.array([[300, 200, 332, 232]], np.float32)
     looks = {80: first, 64: second}
     calls: list[int] = []

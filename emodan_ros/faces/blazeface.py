@@ -22,12 +22,13 @@ How it runs:
   ``candidate_threshold`` and ``trust_threshold`` gets a *second look*: the same model on
   enlarged square crops around it (``looks``: ``(side, factor)`` pairs, the candidate at
   ``1 / factor`` of a ``side`` px crop), kept where the mean of those scores reaches
-  ``score_threshold``. Small true faces gain from the closer view; textures rarely survive two
-  views. One view (80 px at 1.6) at 0.8, the earlier rule, confirmed only 81-90 % of the 32 px
-  faces that were candidates 95-98 % of the time; two views (80 px at 1.6 and 64 px at 1.4)
-  averaged at 0.72 confirm 92-99 % at the same false faces (range bench, five runs of 300-W and
-  astronaut faces; README "Face detector range"). A view is skipped once the mean cannot reach
-  the threshold, so a texture that fails the first look costs one look.
+  ``score_threshold``. Small true faces gain from the closer views; textures rarely survive
+  several. One view (80 px at 1.6) at 0.8, the earlier rule, confirmed only 81-90 % of the 32 px
+  faces that were candidates 95-98 % of the time. Three views (80 px at 1.6, 64 px at 1.4 and at
+  2.0) averaged at 0.7 confirm 91-98 % with no more false faces (range bench: the README run and
+  five more of 300-W and astronaut faces; README "Face detector range"); two views (without 64 px at 2.0) at 0.72
+  found as many but let up to 0.04 false faces per frame through. A view is skipped once the
+  mean can no longer reach the threshold, so a texture that fails the first look costs one look.
 - Boxes are mapped onto the landmark-box convention by :data:`BLAZE_CAL` (see ``detector.py``).
 - Runtime: ``ai-edge-litert`` (a dependency of the package; XNNPack, ``num_threads`` threads) or,
   without it, ``cv2.dnn`` (same outputs to ~1e-4, ~1.5x slower; OpenCV's thread pool:
@@ -68,8 +69,8 @@ MAX_FACE_IN_PASS = 128
 # larger than the landmark box and sits ~5 % high.
 BLAZE_CAL = BoxCalibration(dx=0.005, dy=0.050, sw=0.951, sh=0.927)
 # The second look's views, (crop side px, crop side / candidate side), and the mean score that confirms.
-DEFAULT_LOOKS = ((80, 1.6), (64, 1.4))
-DEFAULT_SCORE_THRESHOLD = 0.72
+DEFAULT_LOOKS = ((80, 1.6), (64, 1.4), (64, 2.0))
+DEFAULT_SCORE_THRESHOLD = 0.7
 
 
 def parse_looks(looks: str | Sequence[Sequence[float]]) -> tuple[tuple[int, float], ...]:
@@ -226,14 +227,14 @@ def _confirmed(boxes: np.ndarray, scores: np.ndarray, side: int, expected: float
 class BlazeFaceDetector:
     """MediaPipe BlazeFace short-range: resized passes from fine to coarse, then a second look.
 
-    Operating point (two looks averaged at ``score_threshold=0.72``, ``trust_threshold=0.9``): 0-0.025
+    Operating point (three looks averaged at ``score_threshold=0.7``, ``trust_threshold=0.9``): 0-0.015
     false faces per face-free range-bench frame (mostly on coins with embossed heads). ``fine_side`` (the
     node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for time: 448 (the
     640x480 default) instead of 384 finds 0.68-0.75 instead of 0.49-0.66 of the 24 px faces at
     ~1.2x the time; a verifier CNN trained to let more candidates through did less for more. A
     phantom face on a static object would persist through the tracker frame after frame, so a
-    missed far face is the smaller evil; at 0.70 the two looks find a few more 24 px faces at up
-    to 0.04 false faces per frame. Scores are the model's sigmoid (trusted candidates) or the
+    missed far face is the smaller evil; at 0.66 the three looks find a few more 32 px faces at up
+    to 0.05 false faces per frame. Scores are the model's sigmoid (trusted candidates) or the
     mean of the looks, 0..1.
     """
 
@@ -242,7 +243,8 @@ class BlazeFaceDetector:
     def __init__(self, fine_side: int = 0, coarse_side: int = 128,
                  score_threshold: float = DEFAULT_SCORE_THRESHOLD, candidate_threshold: float = 0.25,
                  trust_threshold: float = 0.9, verify: bool = True,
-                 looks: str | Sequence[Sequence[float]] = DEFAULT_LOOKS, max_verify: int = 12, nms_iou: float = 0.3, backend: str = "auto",
+                 looks: str | Sequence[Sequence[float]] = DEFAULT_LOOKS, max_verify: int = 12,
+                 nms_iou: float = 0.3, backend: str = "auto",
                  model_path: str | Path | None = None, num_threads: int = 1) -> None:
         import cv2
 
