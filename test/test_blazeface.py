@@ -227,6 +227,31 @@ def test_second_look_keeps_a_candidate_on_the_mean_of_its_looks(
     assert (64 in calls) == second_run and 80 in calls
 
 
+@pytest.mark.parametrize("first,kept", [(0.85, True), (0.75, False)])
+def test_a_large_candidate_gets_the_first_look_alone_at_its_own_threshold(
+        monkeypatch: pytest.MonkeyPatch, first: float, kept: bool) -> None:
+    """A face of 96 px or more: the narrower views would shrink it into black padding at the frame's
+    edge, so the first look decides, at 0.8 (0.75 would pass the small candidates' mean of 0.7)."""
+    detector = BlazeFaceDetector(fine_side=384)
+    candidate = np.array([[10, 10, 130, 130]], np.float32)  # 120 px, touching the frame's corner
+    calls: list[int] = []
+
+    def fake_pass(bgr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(side)
+        if side == 384:
+            return candidate, np.array([0.5], np.float32)
+        if side == 80:
+            half = 80 / 1.6 / 2
+            return np.array([[40 - half, 40 - half, 40 + half, 40 + half]], np.float32), np.array([first], np.float32)
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+
+    monkeypatch.setattr(detector, "_pass", fake_pass)
+    boxes, scores = detector.detect(np.zeros((480, 640, 3), np.uint8))
+    assert len(boxes) == int(kept) and 64 not in calls
+    if kept:
+        assert scores[0] == pytest.approx(first)
+
+
 def test_range_bench_runs_on_a_tiny_config(tmp_path, capsys) -> None:
     parser = argparse.ArgumentParser()
     range_bench.add_args(parser)
