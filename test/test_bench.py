@@ -277,3 +277,27 @@ def test_fer_gets_the_detectors_box_not_ours(fixtures: dict[str, Path]) -> None:
     sets = bench_accuracy.parse_frame_sets([f"posed={fixtures['frames']}"])
     bench_accuracy.frame_emotion_rows(Predictor.from_checkpoint(str(fixtures["model"])), fer, sets, detector)
     assert fer.shapes == [(y1 - y0, x1 - x0, 3)] * 2  # the two face images; the empty one gets no crop
+
+
+def _landmark_folder(root: Path, *parts: str) -> Path:
+    folder = root.joinpath(*parts)
+    folder.mkdir(parents=True)
+    for name in ("a.pts", "b.pts", "c.pts"):
+        _write_pts(folder / name, np.random.default_rng(0).uniform(10, 50, (68, 2)))
+    return folder
+
+
+def test_trained_files_are_left_out_from_any_working_directory(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run records its folders as given (relative to where it ran); the bench is run from elsewhere."""
+    folder = _landmark_folder(tmp_path / "data", "300w", "afw")
+    model = tmp_path / "m.pt"
+    recorded = {"landmarks": {"dirs": ["../shared/data/300w/afw"], "holdout_files": ["c.pts"]}}
+    save_checkpoint(model, EmotionalDAN(TINY), data=recorded)
+    monkeypatch.chdir(tmp_path)  # ../shared/data/300w/afw does not exist from here
+    assert bench_accuracy.trained_names(model, [folder]) == {"a.pts", "b.pts"}
+    assert bench_accuracy.trained_names(model, [str(folder.relative_to(tmp_path))]) == {"a.pts", "b.pts"}
+    other = _landmark_folder(tmp_path / "mine", "afw")  # same folder name, cannot tell: a clear error
+    with pytest.raises(ValueError, match="not found from here"):
+        bench_accuracy.trained_names(model, [other])
+    assert bench_accuracy.trained_names(model, [_landmark_folder(tmp_path, "helen")]) == set()  # another set

@@ -40,14 +40,39 @@ class LandmarkData:
     n_left_out: int = 0
 
 
-def trained_names(checkpoint: str | Path | None) -> set[str]:
-    """Names of the .pts files the checkpoint's run trained on (its folders minus its holdout)."""
+def _recorded_folder(recorded: str, folders: Sequence[str | Path]) -> Path | None:
+    """Where a run's landmark folder is now: its recorded path if that exists from here, else the
+    bench folder whose path ends with the same two folders (``300w/afw``). A run records paths as it
+    was given them (often relative: ``../shared/data/300w/afw``), so from another working directory
+    the recorded path misses."""
+    if Path(recorded).is_dir():
+        return Path(recorded)
+    tail = tuple(part for part in Path(recorded).parts if part not in ("..", ".", "/"))[-2:]
+    for folder in folders:
+        if len(tail) == 2 and Path(folder).resolve().parts[-2:] == tail:
+            return Path(folder)
+    return None
+
+
+def trained_names(checkpoint: str | Path | None, folders: Sequence[str | Path] = ()) -> set[str]:
+    """Names of the .pts files the checkpoint's run trained on (its folders minus its holdout).
+
+    Raises ValueError when a training folder can be found neither as recorded nor among ``folders``
+    while a bench folder has its name: its files could not be left out, and would favour us."""
     if not checkpoint:
         return set()
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     info = payload.get("data", {}).get("landmarks", {})
     held = set(info.get("holdout_files") or [])
-    names = {Path(f).name for d in info.get("dirs", []) if Path(d).is_dir() for f in list_pts_files(d)}
+    names: set[str] = set()
+    for recorded in info.get("dirs", []):
+        found = _recorded_folder(recorded, folders)
+        if found is not None:
+            names |= {Path(f).name for f in list_pts_files(found)}
+        elif any(Path(folder).resolve().name == Path(recorded).name for folder in folders):
+            raise ValueError(f"the checkpoint trained on {recorded}, which is not found from here and does "
+                             f"not match the bench folders {list(map(str, folders))}: give the folder by a path "
+                             "that ends in the same two folders, or run from where the model was trained")
     return names - held
 
 
@@ -57,7 +82,7 @@ def load_landmark_data(dirs: Sequence[str | Path], checkpoint: str | Path | None
     files = [f for d in dirs for f in list_pts_files(d)]
     if not files:
         raise ValueError(f"no .pts files under {list(map(str, dirs))}")
-    trained = trained_names(checkpoint)
+    trained = trained_names(checkpoint, dirs)
     kept = [f for f in files if Path(f).name not in trained]
     if not kept:
         raise ValueError(f"every .pts file under {list(map(str, dirs))} was in the model's training set")
