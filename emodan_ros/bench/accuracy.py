@@ -70,9 +70,10 @@ def trained_names(checkpoint: str | Path | None, folders: Sequence[str | Path] =
         if found is not None:
             names |= {Path(f).name for f in list_pts_files(found)}
         elif any(Path(folder).resolve().name == Path(recorded).name for folder in folders):
-            raise ValueError(f"the checkpoint trained on {recorded}, which is not found from here and does "
-                             f"not match the bench folders {list(map(str, folders))}: give the folder by a path "
-                             "that ends in the same two folders, or run from where the model was trained")
+            raise ValueError(f"the checkpoint trained on {recorded}, which is not found from here and "
+                             f"does not match the bench folders {list(map(str, folders))}: give the folder "
+                             "by a path that ends in the same two folders, or run from where the model was "
+                             "trained")
     return names - held
 
 

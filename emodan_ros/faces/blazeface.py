@@ -75,7 +75,8 @@ BLAZE_CAL = BoxCalibration(dx=0.005, dy=0.050, sw=0.951, sh=0.927)
 # The second look's views, (crop side px, crop side / candidate side), and the mean score that confirms.
 DEFAULT_LOOKS = ((80, 1.6), (64, 1.4), (64, 2.0))
 DEFAULT_SCORE_THRESHOLD = 0.7
-LARGE_SIDE, LARGE_THRESHOLD = 96, 0.8  # candidates this large (frame px): the first look alone, at this score
+# Candidates this large (frame px) get the first look alone, kept at this score (the earlier rule).
+LARGE_SIDE, LARGE_THRESHOLD = 96, 0.8
 
 
 def parse_looks(looks: str | Sequence[Sequence[float]]) -> tuple[tuple[int, float], ...]:
@@ -88,7 +89,8 @@ def parse_looks(looks: str | Sequence[Sequence[float]]) -> tuple[tuple[int, floa
     else:
         pairs = [tuple(float(v) for v in item) for item in looks]
     if not pairs or any(len(p) != 2 or not 16 <= p[0] <= 512 or not 1.0 <= p[1] <= 4.0 for p in pairs):
-        raise ValueError(f"looks must be (side 16..512 px, factor 1..4) pairs, e.g. '80x1.6+64x1.4', not {looks!r}")
+        raise ValueError(f"looks must be (side 16..512 px, factor 1..4) pairs, e.g. '80x1.6+64x1.4', "
+                         f"not {looks!r}")
     return tuple((int(side), float(factor)) for side, factor in pairs)
 
 
@@ -232,11 +234,11 @@ def _confirmed(boxes: np.ndarray, scores: np.ndarray, side: int, expected: float
 class BlazeFaceDetector:
     """MediaPipe BlazeFace short-range: resized passes from fine to coarse, then a second look.
 
-    Operating point (three looks averaged at ``score_threshold=0.7``, ``trust_threshold=0.9``): 0-0.015
-    false faces per face-free range-bench frame (mostly on coins with embossed heads). ``fine_side`` (the
-    node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for time: 448 (the
-    640x480 default) instead of 384 finds 0.68-0.75 instead of 0.49-0.66 of the 24 px faces at
-    ~1.2x the time; a verifier CNN trained to let more candidates through did less for more. A
+    Operating point (three looks averaged at ``score_threshold=0.7``, ``trust_threshold=0.9``):
+    0-0.015 false faces per face-free range-bench frame (mostly on coins with embossed heads).
+    ``fine_side`` (the node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for
+    time: 448 (the 640x480 default) instead of 384 finds 0.68-0.75 instead of 0.49-0.66 of the 24 px
+    faces at ~1.2x the time; a verifier CNN trained to let more candidates through did less for more. A
     phantom face on a static object would persist through the tracker frame after frame, so a
     missed far face is the smaller evil; at 0.66 the three looks find a few more 32 px faces at up
     to 0.05 false faces per frame. Scores are the model's sigmoid (trusted candidates) or the
