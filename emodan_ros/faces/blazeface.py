@@ -362,19 +362,17 @@ class BlazeFaceDetector:
         return out
 
     def _look(self, bgr: np.ndarray, box: np.ndarray) -> float:
-        """Mean confirmed score over the looks, stopping once the threshold is out of reach; a large
-        candidate's first look alone, 0 where it is under ``large_threshold``."""
+        """Mean confirmed score over the looks (a large candidate: its first look, at
+        ``large_threshold``), 0 where under the threshold; stops once the threshold is out of reach."""
         x0, y0, x1, y1 = box
         size = max(x1 - x0, y1 - y0, 4.0)
-        large = size >= self.large_side
-        looks = self.looks[:1] if large else self.looks
-        need, total = self.score_threshold * len(looks), 0.0
+        looks, threshold = ((self.looks[:1], self.large_threshold) if size >= self.large_side
+                             else (self.looks, self.score_threshold))
+        total = 0.0
         for k, (side, factor) in enumerate(looks):
             crop = _square_crop(self._cv2, bgr, (x0 + x1) / 2, (y0 + y1) / 2, factor * size, side)
             b, s = self._pass(crop, side)
             total += _confirmed(b, s, side, side / factor)
-            if total + (len(looks) - k - 1) < need:
-                break
-        if large:
-            return total if total >= self.large_threshold else 0.0
+            if total + (len(looks) - k - 1) < threshold * len(looks):
+                return 0.0
         return total / len(looks)
