@@ -187,6 +187,12 @@ def test_pass_pyramid_and_large_faces_left_to_coarser_passes(monkeypatch: pytest
     assert len(detector.detect(image)[0]) == 2  # the coarse pass may report it
 
 
+def _centred(side: int, factor: float, score: float) -> tuple[np.ndarray, np.ndarray]:
+    """A look's answer that confirms the candidate: a box at its centre, 1 / factor of the crop."""
+    lo, hi = side / 2 - side / factor / 2, side / 2 + side / factor / 2
+    return np.array([[lo, lo, hi, hi]], np.float32), np.array([score], np.float32)
+
+
 def test_looks_parse_from_text_and_pairs() -> None:
     assert parse_looks("80x1.6+64x1.4") == ((80, 1.6), (64, 1.4)) == parse_looks([(80, 1.6), (64, 1.4)])
     for bad in ("", "80", "80x9", "8x1.6", "ax1.6", [(80,)], []):
@@ -213,10 +219,8 @@ def test_second_look_keeps_a_candidate_on_the_mean_of_its_looks(
         calls.append(side)
         if side == 384:
             return candidate, np.array([0.5], np.float32)  # doubtful: under the trust threshold
-        if side in looks:  # the candidate, centred, at 1 / factor of the crop
-            half = side / dict(detector.looks)[side] / 2
-            return np.array([[side / 2 - half, side / 2 - half, side / 2 + half, side / 2 + half]],
-                            np.float32), np.array([looks[side]], np.float32)
+        if side in looks:
+            return _centred(side, dict(detector.looks)[side], looks[side])
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
 
     monkeypatch.setattr(detector, "_pass", fake_pass)
@@ -241,8 +245,7 @@ def test_a_large_candidate_gets_the_first_look_alone_at_its_own_threshold(
         if side == 384:
             return candidate, np.array([0.5], np.float32)
         if side == 80:
-            half = 80 / 1.6 / 2
-            return np.array([[40 - half, 40 - half, 40 + half, 40 + half]], np.float32), np.array([first], np.float32)
+            return _centred(80, 1.6, first)
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
 
     monkeypatch.setattr(detector, "_pass", fake_pass)
