@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from emodan_ros.model import geometry
 from emodan_ros.faces.crop import FLIP_INDEX, apply_affine, box_for_full_crop, crop_matrix, invert_affine, make_crop
@@ -77,9 +78,13 @@ def test_heatmap_is_one_on_landmarks_and_falls_with_distance() -> None:
     assert heatmap[9, 24] == pytest.approx(1 / (1 + math.hypot(4, 1)), rel=1e-5)  # nearest is the second
 
 
-def test_heatmap_matches_the_exact_nearest_distance_everywhere() -> None:
+@pytest.mark.parametrize("chunk_floats", [1 << 19, 5 * 3 * 24 * 24, 0])  # all points at once, 5 a step, 1 a step
+def test_heatmap_matches_the_exact_nearest_distance_everywhere(chunk_floats: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # Brute force in float64 over every pixel and point: the heatmap is exact near points too
-    # (the matrix-product distance it replaced was off by up to 0.05 px there).
+    # (the matrix-product distance it replaced was off by up to 0.05 px there), however many
+    # points it takes per step (68 is not a multiple of 5: a short last step).
+    monkeypatch.setattr(geometry, "HEATMAP_CHUNK_FLOATS", chunk_floats)
     size = 24
     points = torch.rand(3, 68, 2, generator=torch.Generator().manual_seed(3))
     heatmap = geometry.landmark_heatmap(points, size)
@@ -90,6 +95,19 @@ def test_heatmap_matches_the_exact_nearest_distance_everywhere() -> None:
     expected = 1.0 / (1.0 + d.min(axis=-1))
     assert heatmap.shape == (3, 1, size, size)
     np.testing.assert_allclose(heatmap[:, 0].numpy(), expected, atol=2e-6)
+
+
+@pytest.mark.parametrize("size", [7, 112])
+def test_sampling_grid_is_affine_grid(size: int) -> None:
+    theta = torch.randn(3, 2, 3, generator=torch.Generator().manual_seed(size), requires_grad=True)
+    expected = F.affine_grid(theta, [3, 1, size, size], align_corners=False)
+    grid = geometry.sampling_grid(theta, size)
+    assert grid.shape == expected.shape
+    assert torch.allclose(grid, expected, atol=1e-6)
+    weights = torch.randn_like(grid)
+    (mine,) = torch.autograd.grad((grid * weights).sum(), theta)
+    (theirs,) = torch.autograd.grad((expected * weights).sum(), theta)
+    assert torch.allclose(mine, theirs, atol=1e-3)
 
 
 def test_inter_pupil_distance_uses_eye_centres() -> None:

@@ -55,12 +55,14 @@ from emodan_ros.faces.detector import BoxCalibration, DetectorError, check_image
 
 MODEL_RELATIVE_PATH = "models/detectors/face_detection_short_range.tflite"
 BACKENDS = ("auto", "litert", "opencv")
-# The fine pass's long side when none is set: 0.7 of the frame's (a 640x480 frame at 448 px), no less than
-# 384 (small frames are seen enlarged) and no more than 768 (a 1280x720 frame; its small faces need the
-# pixels). 0.7 rather than 0.6 at 640x480, four range-bench runs (seeds 21, 23-25; 300-W and astronaut faces):
-# 24 px faces 0.49-0.66 -> 0.68-0.75, 32 px 0.81-0.85 -> 0.81-0.90, false faces 0-0.025 either way, 1.18-1.27x
-# the time (README "Face detector range").
-AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.7, 384, 768
+# The fine pass's long side when none is set: 0.8 of the frame's (a 640x480 frame at 512 px), no less than
+# 384 (small frames are seen enlarged) and no more than 768 (a 1280x720 frame at 0.6: 1024 px found 24 px faces
+# 0.85-0.86 instead of 0.54-0.57 but took 1.65x the time, and the node waits for the detector on frames where
+# it follows nobody). At 640x480, 0.8 rather than 0.7 (README "Face detector range", three-look second look,
+# range-bench seeds 21, 23, 24 on 300-W faces): 24 px faces 0.76-0.85 -> 0.86-0.92, 32 px 0.91-0.97 -> 0.91-0.98,
+# false faces 0-0.013 either way, 1.23-1.27x the time; 0.7 rather than 0.6 had bought 24 px 0.49-0.66 -> 0.68-0.75
+# with the one-look second look.
+AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.8, 384, 768
 # A pass's boxes larger than this (in its input's pixels) are left to the next, coarser pass: the
 # short-range model saw faces of up to about its 128 px input, and a face twice that size comes out as
 # confident boxes around part of it (range bench, 320 px faces at the fine pass of 0.6x).
@@ -237,8 +239,8 @@ class BlazeFaceDetector:
     Operating point (three looks averaged at ``score_threshold=0.7``, ``trust_threshold=0.9``):
     0-0.015 false faces per face-free range-bench frame (mostly on coins with embossed heads).
     ``fine_side`` (the node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for
-    time: 448 (the 640x480 default) instead of 384 finds 0.68-0.75 instead of 0.49-0.66 of the 24 px
-    faces at ~1.2x the time; a verifier CNN trained to let more candidates through did less for more. A
+    time: 512 (the 640x480 default) instead of 448 finds 0.86-0.92 instead of 0.76-0.85 of the 24 px
+    faces at ~1.25x the time; a verifier CNN trained to let more candidates through did less for more. A
     phantom face on a static object would persist through the tracker frame after frame, so a
     missed far face is the smaller evil; at 0.66 the three looks find a few more 32 px faces at up
     to 0.05 false faces per frame. Scores are the model's sigmoid (trusted candidates) or the

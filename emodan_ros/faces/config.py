@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from emodan_ros.faces.detector import DETECTOR_NAMES
+from emodan_ros.faces.blazeface import AUTO_FINE_FRACTION, AUTO_FINE_MAX, AUTO_FINE_MIN, auto_fine_side
+from emodan_ros.faces.detector import DEFAULT_MAX_SIDE, DETECTOR_NAMES
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,11 @@ class DetectorConfig(_Checked):
     detector_model_path: str = setting("", "Model file: yunet's ONNX (required), or another BlazeFace short-range "
                                            ".tflite for blaze (empty: the shipped one).", runtime=False)
     detector_max_side: int = setting(0, "The detector sees the frame downscaled to this longer side [px]; for "
-                                        "blaze, its fine pass. 0 = the detector's own size (blaze: 0.7 of the "
-                                        "frame's longer side within 384-768, so 448 for 640x480 and 768 for "
-                                        "1280x720; others 320). Haar needs faces of about 40 px at that size.",
+                                        f"blaze, its fine pass. 0 = the detector's own size (blaze: "
+                                        f"{AUTO_FINE_FRACTION:g} of the frame's longer side within "
+                                        f"{AUTO_FINE_MIN}-{AUTO_FINE_MAX}, so {auto_fine_side(640, 480)} for "
+                                        f"640x480 and {auto_fine_side(1280, 720)} for 1280x720; others "
+                                        f"{DEFAULT_MAX_SIDE['haar']}). Haar needs faces of about 40 px at that size.",
                                      0, 8192, runtime=False)
     detector_min_face_fraction: float = setting(0.08, "Smallest face the haar detector looks for, as a fraction "
                                                       "of the shorter image side.", 0.0, 1.0, runtime=False)

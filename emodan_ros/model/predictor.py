@@ -230,5 +230,5 @@ def _sample_crop(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Te
     full = np.vstack([inverse, [0, 0, 1]])
     theta = (pix_to_in @ full @ out_to_pix)[:2]
     theta_t = torch.tensor(theta, dtype=torch.float32, device=image.device).unsqueeze(0)
-    grid = F.affine_grid(theta_t, [1, 1, size, size], align_corners=False)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(image, geometry.sampling_grid(theta_t, size), mode="bilinear", padding_mode="border",
+                         align_corners=False)
