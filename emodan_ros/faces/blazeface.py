@@ -60,8 +60,8 @@ BACKENDS = ("auto", "litert", "opencv")
 # 0.85-0.86 instead of 0.54-0.57 but took 1.65x the time, and the node waits for the detector on frames where
 # it follows nobody). At 640x480, 0.8 rather than 0.7 (README "Face detector range", three-look second look,
 # range-bench seeds 21, 23, 24 on 300-W faces): 24 px faces 0.76-0.85 -> 0.86-0.92, 32 px 0.91-0.97 -> 0.91-0.98,
-# false faces 0-0.013 either way, 1.23-1.27x the time; 0.7 rather than 0.6 had bought 24 px 0.49-0.66 -> 0.68-0.75
-# with the one-look second look.
+# false faces 0-0.013 either way (the astronaut's run: 0.020 -> 0.033, on coins), 1.23-1.27x the time; 0.7 rather
+# than 0.6 had bought 24 px 0.49-0.66 -> 0.68-0.75 with the one-look second look.
 AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.8, 384, 768
 # A pass's boxes larger than this (in its input's pixels) are left to the next, coarser pass: the
 # short-range model saw faces of up to about its 128 px input, and a face twice that size comes out as
