@@ -237,7 +237,8 @@ class BlazeFaceDetector:
     """MediaPipe BlazeFace short-range: resized passes from fine to coarse, then a second look.
 
     Operating point (three looks averaged at ``score_threshold=0.7``, ``trust_threshold=0.9``):
-    0-0.015 false faces per face-free range-bench frame (mostly on coins with embossed heads).
+    0-0.013 false faces per face-free range-bench frame with 300-W faces, up to 0.033 on the astronaut's
+    frames (mostly on coins with embossed heads).
     ``fine_side`` (the node's ``detector_max_side``; 0 = :func:`auto_fine_side`) trades range for
     time: 512 (the 640x480 default) instead of 448 finds 0.86-0.92 instead of 0.76-0.85 of the 24 px
     faces at ~1.25x the time; a verifier CNN trained to let more candidates through did less for more. A
