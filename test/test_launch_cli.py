@@ -95,19 +95,21 @@ def _face_bag(path: Path, frames: int) -> Path:
 def test_replay_launch_plays_a_made_bag_into_the_node_with_the_package_player(tmp_path: Path) -> None:
     from emodan_ros.io.bag_io import read_raw
 
-    bag = _face_bag(tmp_path / "bag", frames=30)
+    bag = _face_bag(tmp_path / "bag", frames=60)
     bag_stamps = [stamp for _, stamp, _ in read_raw(bag, ["/camera/image_raw"])]
     camera = Camera("/lr_unused/image_raw", "/")  # listens to /emotions, /landmarks, /diagnostics
     launch = Launch("replay.launch.py", f"bag:={bag}", "rate:=1.0")
     try:
-        assert wait_until(lambda: "done: 60 messages" in launch.text(), 120), launch.text()[-3000:]
-        wait_until(lambda: camera.count("emotions") >= 30, 10)
+        assert wait_until(lambda: "done: 120 messages" in launch.text(), 120), launch.text()[-3000:]
+        wait_until(lambda: camera.count("emotions") >= 60, 10)
         answers = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in camera.messages("emotions")}
         assert set(answers) <= set(bag_stamps)  # stamped with the recording's header stamps
         # the node keeps only the newest frame when busy (first inference, a loaded 2-core machine):
-        # a few drops are its design; 26 of 30 were seen under `colcon test` here
-        assert len(answers) >= 21, f"{len(answers)} of 30 frames answered:\n{launch.text()[-2000:]}"
-        assert sum(1 for m in answers.values() if m.states) >= 20, "the face was found in too few frames"
+        # a few drops are its design; 26 of 30 were seen under `colcon test` here. On a host that
+        # took a third of the CPU time, up to the first 12 frames (0.8 s) went unanswered in 1 of 3
+        # whole-suite runs (30 of 30 alone), so the bag is 4 s: the rest of it must be answered.
+        assert len(answers) >= 40, f"{len(answers)} of 60 frames answered:\n{launch.text()[-2000:]}"
+        assert sum(1 for m in answers.values() if m.states) >= 38, "the face was found in too few frames"
         assert "bag_player" in launch.text() and "ros2 bag" not in launch.text()
     finally:
         camera.close()
