@@ -66,3 +66,11 @@ def test_map_labels():
 def test_alias_collision_is_an_error():
     with pytest.raises(ValueError):
         class_mapping(["happy", "happiness"], FERPLUS_CLASSES)
+
+
+def test_class_mapping_is_cached_but_each_caller_gets_its_own_copy():
+    first = class_mapping(FER2013_CLASSES, FERPLUS_CLASSES)
+    first[:] = -1  # a caller scribbling on its answer must not change the next caller's
+    again = class_mapping(list(FER2013_CLASSES), list(FERPLUS_CLASSES))  # lists and tuples alike
+    assert list(again) == [FERPLUS_CLASSES.index(c) for c in
+                           ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")]

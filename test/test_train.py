@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from emodan_ros.model.checkpoint import CheckpointError, load_model, read_checkpoint
-from emodan_ros.model.dan import default_mean_shape
+from emodan_ros.evaluation import metrics
+from emodan_ros.model.dan import default_mean_shape, standardize
 from emodan_ros.training.trainer import TrainConfig, Trainer, train
 
 TINY_MODEL = {"input_size": 32, "width": 0.125, "fc_size": 32, "convs_per_block": 1}
@@ -77,6 +78,27 @@ def test_joint_training_writes_checkpoints_metrics_and_plots(tmp_path: Path, dat
     assert len(payload["history"]) == 2 and payload["train_config"]["epochs"] == [2]
     # The mean shape comes from the landmark data, not the built-in placeholder.
     assert not torch.allclose(model.mean_shape, default_mean_shape())
+
+
+def test_validation_scores_the_model_as_trained_though_it_runs_folded(tmp_path: Path, data: dict[str, str]) -> None:
+    """validate() runs a BatchNorm-folded copy in training-size batches: the figures must be the model's own."""
+    trainer = Trainer(config(tmp_path, data, "epochs=[1]"))
+    trainer.run()
+    record = trainer.validate(2)
+    model = trainer.model.eval()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the trained model is left as it is
+    fer = trainer.valid_emotion["ferplus"]
+    with torch.inference_mode():
+        items = [fer[i] for i in range(len(fer))]
+        images = standardize(torch.stack([item["image"] for item in items]))
+        labels = torch.stack([item["label"] for item in items])
+        logits = model(images, stages=2).logits[1]
+        held = [trainer.valid_landmarks[i] for i in range(len(trainer.valid_landmarks))]
+        points = model(standardize(torch.stack([item["image"] for item in held])), stages=2).landmarks[1]
+    assert record["val_accuracy"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
+    truth = torch.stack([item["landmarks"] for item in held]).numpy()
+    nme = metrics.summarize(pred_landmarks=points.numpy(), gt_landmarks=truth)["nme_inter_ocular"]
+    assert record["val_nme_inter_ocular"] == pytest.approx(nme, rel=1e-4)
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, data: dict[str, str],

@@ -14,6 +14,7 @@ every FER+ class mapped so that probabilities still sum to 1 after grouping.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -74,6 +75,12 @@ def class_mapping(src: Sequence[str], dst: Sequence[str]) -> np.ndarray:
     ``out[i]`` is the index in ``dst`` of ``src[i]`` (after aliases), else of its
     group in :data:`GROUPS` when ``dst`` has that group, else -1.
     """
+    return _class_mapping(tuple(src), tuple(dst)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _class_mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> np.ndarray:
+    # cached: training maps every sample's target (1% of a CPU training step when resolved each time)
     dst_index = {name: j for j, name in enumerate(canonical_classes(dst))}
     out = np.full(len(src), -1, dtype=np.int64)
     for i, name in enumerate(canonical_classes(src)):
