@@ -93,3 +93,24 @@ def spin_until(
 def spin() -> Callable[..., bool]:
     """`spin(nodes, condition, timeout_s=10.0) -> bool` (see spin_until)."""
     return spin_until
+
+
+# Every node behaviour test (test_emotion_node*.py) runs on the plain node and on the lifecycle node
+# (configured and activated).
+NODE_KINDS = ("plain", "lifecycle")
+
+
+@pytest.fixture(scope="module", params=NODE_KINDS)
+def raw(rclpy_context: object, request: pytest.FixtureRequest) -> Iterator[object]:
+    """emotion_node on raw frames with its camera and consumer (``node_harness.Harness``), per test module."""
+    from node_harness import harness_fixture
+
+    yield from harness_fixture(rclpy_context, request.param, compressed=False)
+
+
+@pytest.fixture(scope="module", params=NODE_KINDS)
+def compressed(rclpy_context: object, request: pytest.FixtureRequest) -> Iterator[object]:
+    """The same on compressed frames (``image_transport: compressed``)."""
+    from node_harness import harness_fixture
+
+    yield from harness_fixture(rclpy_context, request.param, compressed=True)

@@ -2,8 +2,8 @@
 
 The model is random (Predictor.random()), so the tests check plumbing and geometry, not the
 emotion: one face found on a real photo, 68 landmarks on it, probabilities that sum to 1, header
-copied, empty arrays without a face, bad frames counted while the node keeps going, ids stable
-on a moving face, parameters validated.
+copied, empty arrays without a face, ids stable on a moving face, parameters validated, lifecycle
+and process behaviour. Bad input: test_emotion_node_inputs.py; the harness: node_harness.py.
 """
 
 from __future__ import annotations
@@ -21,153 +21,17 @@ import numpy as np
 import pytest
 from skimage import data
 
-from conftest import HAS_MSGS, spin_until
+from conftest import HAS_MSGS
+from node_harness import TEST_PARAMS, Harness, _check_one_astronaut, _make_node, astronaut_bgr, image_msg, jpeg_msg
 
 pytestmark = pytest.mark.skipif(not HAS_MSGS, reason="needs rclpy and the colcon-built emodan_ros.msg: "
                                 "run `make test` (or `make setup` and `. install/setup.sh`)")
 
 if HAS_MSGS:
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import CompressedImage, Image
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-
-    from emodan_ros.msg import EmotionStateArray, FaceLandmarksArray
-
-# Around the astronaut's face in skimage.data.astronaut() (512x512): forehead to chin, ear to ear,
-# widened by the model's crop margin (an untrained model's points stay inside its crop).
-ASTRONAUT_REGION = (150.0, 50.0, 300.0, 215.0)
-TEST_PARAMS = {"redetect_every": 1, "detector_max_side": 512, "smoothing": 0.0, "diagnostics_period": 0.2}
-# Every behaviour test runs on the plain node and on the lifecycle node (configured and activated).
-NODE_KINDS = ("plain", "lifecycle")
-
-
-def astronaut_bgr() -> np.ndarray:
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-
-
-def image_msg(bgr: np.ndarray, stamp: tuple[int, int] = (100, 0), frame_id: str = "camera") -> Any:
-    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", is_bigendian=0, step=bgr.shape[1] * 3)
-    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-    msg.header.frame_id = frame_id
-    msg.data = np.ascontiguousarray(bgr).tobytes()
-    return msg
-
-
-def jpeg_msg(bgr: np.ndarray, stamp: tuple[int, int] = (100, 0)) -> Any:
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    msg = CompressedImage(format="jpeg")
-    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-    msg.header.frame_id = "camera"
-    msg.data = buf.tobytes()
-    return msg
-
-
-class Harness:
-    """Camera side and consumer side of one emotion node."""
-
-    def __init__(self, context: Any, node: Any, compressed: bool = False) -> None:
-        import rclpy
-
-        self.node = node
-        self.peer = rclpy.create_node(f"harness_{node.get_name()}", context=context,
-                                      namespace=node.get_namespace())
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        topic = "image/compressed" if compressed else "image"
-        self.pub = self.peer.create_publisher(CompressedImage if compressed else Image, topic, qos)
-        self.landmarks: list[Any] = []
-        self.emotions: list[Any] = []
-        self.peer.create_subscription(FaceLandmarksArray, "landmarks", self.landmarks.append, 10)
-        self.peer.create_subscription(EmotionStateArray, "emotions", self.emotions.append, 10)
-        assert self.spin(lambda: self.pub.get_subscription_count() > 0 and
-                         self.peer.count_publishers("emotions") > 0, 10.0), "no DDS discovery"
-
-    def spin(self, condition: Any, timeout: float = 20.0) -> bool:
-        return spin_until([self.node, self.peer], condition, timeout)
-
-    def send_and_wait(self, msg: Any, timeout: float = 30.0) -> tuple[Any, Any]:
-        """Publish one frame and wait for both results stamped with it."""
-        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-
-        def find(items: list[Any]) -> Any:
-            return next((m for m in items if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp), None)
-
-        self.pub.publish(msg)
-        assert self.spin(lambda: find(self.landmarks) is not None and find(self.emotions) is not None,
-                         timeout), f"no result for the frame stamped {stamp}"
-        return find(self.landmarks), find(self.emotions)
-
-    def send_bad_and_wait(self, msg: Any, timeout: float = 20.0) -> None:
-        before = self.node.counts["bad_frames"] + self.node.counts["errors"]
-        self.pub.publish(msg)
-        assert self.spin(lambda: self.node.counts["bad_frames"] + self.node.counts["errors"] > before, timeout)
-
-    def close(self) -> None:
-        self.peer.destroy_node()
-
-
-def _make_node(context: Any, name: str, kind: str = "plain", **params: Any) -> Any:
-    """A node with an untrained model; its camera subscription made reliable the standard way
-    (``qos_overrides``), since the test publisher is reliable."""
-    from emodan_ros.model.predictor import Predictor
-    from emodan_ros.ros.lifecycle import EmotionLifecycleNode
-    from emodan_ros.ros.node import EmotionNode
-    from rclpy.lifecycle import TransitionCallbackReturn
-
-    namespace = f"/t{os.getpid()}_{name}_{kind}"
-    compressed = params.get("image_transport") == "compressed" or params.get("compressed")
-    topic = f"{namespace}/image/compressed" if compressed else f"{namespace}/image"
-    values = {**TEST_PARAMS, f"qos_overrides.{topic}.subscription.reliability": "reliable", **params}
-    overrides = [Parameter(k, value=v) for k, v in values.items()]
-    cls = EmotionNode if kind == "plain" else EmotionLifecycleNode
-    node = cls(name, predictor=Predictor.random(), context=context, parameter_overrides=overrides,
-               namespace=namespace)
-    if kind == "lifecycle":
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    return node
-
-
-@pytest.fixture(scope="module", params=NODE_KINDS)
-def raw(rclpy_context: Any, request: pytest.FixtureRequest) -> Any:
-    node = _make_node(rclpy_context, "raw", request.param)
-    harness = Harness(rclpy_context, node)
-    yield harness
-    harness.close()
-    node.destroy_node()
-
-
-@pytest.fixture(scope="module", params=NODE_KINDS)
-def compressed(rclpy_context: Any, request: pytest.FixtureRequest) -> Any:
-    node = _make_node(rclpy_context, "compressed", request.param, image_transport="compressed")
-    harness = Harness(rclpy_context, node, compressed=True)
-    yield harness
-    harness.close()
-    node.destroy_node()
-
-
-def _check_one_astronaut(landmarks: Any, emotions: Any, stamp: tuple[int, int]) -> None:
-    assert len(landmarks.faces) == 1 and len(emotions.states) == 1
-    face, state = landmarks.faces[0], emotions.states[0]
-    assert (face.header.stamp.sec, face.header.stamp.nanosec) == stamp
-    assert landmarks.header.frame_id == "camera" == state.header.frame_id
-    assert (face.image_width, face.image_height) == (512, 512)
-    pts = np.asarray(face.landmarks, np.float64).reshape(68, 2)
-    assert np.isfinite(pts).all()
-    x0, y0, x1, y1 = ASTRONAUT_REGION
-    assert ((pts[:, 0] > x0) & (pts[:, 0] < x1) & (pts[:, 1] > y0) & (pts[:, 1] < y1)).all()
-    bx, by = face.box_x, face.box_y
-    assert face.box_width > 20 and face.box_height > 20
-    assert (pts[:, 0] >= bx - 1).all() and (pts[:, 0] <= bx + face.box_width + 1).all()
-    assert (pts[:, 1] >= by - 1).all() and (pts[:, 1] <= by + face.box_height + 1).all()
-    assert 0.0 <= face.quality <= 1.0 and 0.0 < face.detection_score <= 1.0
-    assert face.face_id == state.face_id
-    probs = np.asarray(state.probabilities)
-    assert len(state.class_names) == len(probs) == 8
-    assert abs(probs.sum() - 1.0) < 1e-4
-    assert state.emotion == state.class_names[int(np.argmax(probs))]
-    assert abs(state.probability - probs.max()) < 1e-6
 
 
 def test_raw_image_of_a_face_gives_one_face_with_68_landmarks(raw: Harness) -> None:
@@ -210,44 +74,6 @@ def test_face_id_is_stable_while_the_face_moves(raw: Harness) -> None:
         assert len(landmarks.faces) == 1
         ids.append(landmarks.faces[0].face_id)
     assert len(set(ids)) == 1
-
-
-def _bad_raw_images() -> list[tuple[str, Any]]:
-    good = image_msg(astronaut_bgr())
-    bad_encoding = image_msg(astronaut_bgr())
-    bad_encoding.encoding = "not_an_encoding"
-    zero = Image(height=0, width=0, encoding="bgr8", step=0)
-    truncated = image_msg(astronaut_bgr())
-    truncated.data = bytes(good.data[: len(good.data) // 3])
-    absurd = Image(height=100_000, width=100_000, encoding="bgr8", step=300_000, data=b"\x00" * 16)
-    wrong_step = image_msg(astronaut_bgr())
-    wrong_step.step = 7
-    return [("bad encoding", bad_encoding), ("zero size", zero), ("truncated", truncated),
-            ("absurd size", absurd), ("wrong step", wrong_step)]
-
-
-def test_bad_raw_frames_are_counted_and_the_node_keeps_working(raw: Harness) -> None:
-    for _, msg in _bad_raw_images():
-        raw.send_bad_and_wait(msg)
-    assert raw.node.counts["bad_frames"] + raw.node.counts["errors"] >= 5
-    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (500, 0)))
-    assert len(landmarks.faces) == 1
-    status = raw.node.diagnostics_status()
-    assert int(dict((kv.key, kv.value) for kv in status.values)["bad_frames_total"]) >= 5
-
-
-def test_corrupt_compressed_frames_are_counted_and_the_node_keeps_working(compressed: Harness) -> None:
-    good = jpeg_msg(astronaut_bgr())
-    corrupt = jpeg_msg(astronaut_bgr())
-    corrupt.data = bytes(good.data[:200]) + b"\x00" * 100
-    empty = jpeg_msg(astronaut_bgr())
-    empty.data = b""
-    garbage = jpeg_msg(astronaut_bgr())
-    garbage.data = os.urandom(5000)
-    for msg in (corrupt, empty, garbage):
-        compressed.send_bad_and_wait(msg)
-    landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (600, 0)))
-    assert len(landmarks.faces) == 1
 
 
 def test_faces_per_frame_are_capped(raw: Harness) -> None:
@@ -451,25 +277,6 @@ def test_debug_image_is_published_only_while_someone_listens(raw: Harness) -> No
         raw.peer.destroy_subscription(sub)
 
 
-def test_decode_bombs_and_cut_jpegs_are_bad_frames_and_the_next_good_one_is_answered(compressed: Harness) -> None:
-    import struct
-
-    good = jpeg_msg(astronaut_bgr())
-    bomb = jpeg_msg(astronaut_bgr())
-    data = bytearray(good.data)
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", 5773, 5773)  # 68 KB claiming 33 Mpx
-    bomb.data = bytes(data)
-    cut = jpeg_msg(astronaut_bgr())
-    cut.data = bytes(good.data[: len(good.data) // 2]) + b"\xff\xd9"
-    for k, msg in enumerate((bomb, cut)):
-        before = compressed.node.counts["bad_frames"]
-        compressed.send_bad_and_wait(msg)
-        assert compressed.node.counts["bad_frames"] == before + 1
-        landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), (610 + k, 0)))
-        assert len(landmarks.faces) == 1
-
-
 def test_camera_qos_is_sensor_data_and_overridable_the_standard_way(rclpy_context: Any) -> None:
     from rclpy.qos import ReliabilityPolicy
 
@@ -546,117 +353,3 @@ def test_lifecycle_transitions_load_subscribe_and_stop(rclpy_context: Any) -> No
         harness.close()
         node.destroy_node()
 
-
-def test_frames_lost_in_transport_are_reported(raw: Harness) -> None:
-    """A gap in the camera's DDS sequence numbers means frames lost on the way (no Fast DDS profile)."""
-    node = raw.node
-    node.diagnostics_status()  # a fresh period
-    info = {"publisher_gid": {"data": b"cam"}, "publication_sequence_number": 1}
-    msg = image_msg(np.zeros((8, 8, 3), np.uint8), stamp=(160, 0))
-    for sequence in (1, 2, 10):
-        node._on_image(msg, {**info, "publication_sequence_number": sequence})
-    status = node.diagnostics_status()
-    values = {kv.key: kv.value for kv in status.values}
-    assert values["lost_in_transport_in_period"] == "7"
-    assert "lost in transport" in status.message and "Fast DDS profile" in status.message
-
-
-def _raw_matrix() -> dict[str, Any]:
-    """Twelve kinds of malformed raw frames, each refused by the decoder with its own reason."""
-    def with_(**fields: Any) -> Any:
-        msg = image_msg(np.full((48, 64, 3), 100, np.uint8))
-        for key, value in fields.items():
-            setattr(msg, key, value)
-        return msg
-
-    row = 64 * 3
-    return {
-        "unknown encoding": with_(encoding="nonsense"), "empty encoding": with_(encoding=""),
-        "zero size": with_(height=0, width=0, step=0, data=b""), "zero width": with_(width=0, step=0),
-        "truncated": with_(data=b"\x00" * 1000), "no data": with_(data=b""),
-        "absurd size": with_(height=100_000, width=100_000, step=300_000, data=b"\x00" * 16),
-        "step shorter than a row": with_(step=7), "step needs more data": with_(step=row + 1),
-        "mono16 odd length": with_(encoding="mono16", step=128, data=b"\x00" * (128 * 48 - 1)),
-        "depth image": with_(encoding="32FC1", step=256, data=b"\x00" * (256 * 48)),
-        "yuv422 odd width": with_(encoding="yuv422", width=63, step=126, data=b"\x00" * (126 * 48)),
-    }
-
-
-def _compressed_matrix() -> dict[str, Any]:
-    """Eight kinds of broken compressed frames."""
-    import struct
-
-    good = jpeg_msg(astronaut_bgr())
-
-    def with_data(data: bytes, fmt: str = "jpeg") -> Any:
-        msg = jpeg_msg(astronaut_bgr())
-        msg.data, msg.format = data, fmt
-        return msg
-
-    bomb = bytearray(good.data)
-    sof = bomb.find(b"\xff\xc0")
-    bomb[sof + 5:sof + 9] = struct.pack(">HH", 5773, 5773)
-    ok, png = cv2.imencode(".png", astronaut_bgr()[:64, :64])
-    png_bomb = bytearray(png.tobytes())
-    png_bomb[16:24] = struct.pack(">II", 5000, 5000)
-    return {
-        "empty": with_data(b""), "garbage": with_data(os.urandom(5000)),
-        "cut, no end marker": with_data(bytes(good.data[: len(good.data) // 2])),
-        "cut, end marker re-added": with_data(bytes(good.data[: len(good.data) // 2]) + b"\xff\xd9"),
-        "header only": with_data(bytes(good.data[:200]) + b"\x00" * 100),
-        "decode bomb (jpeg)": with_data(bytes(bomb)), "decode bomb (png)": with_data(bytes(png_bomb), "png"),
-        "cut png": with_data(png.tobytes()[: len(png) // 2], "png"),
-    }
-
-
-@pytest.mark.parametrize("kind", list(_raw_matrix()))
-def test_bad_input_matrix_raw(raw: Harness, kind: str) -> None:
-    """Each malformed raw frame is one bad frame (not an error), and the next good frame is answered."""
-    before = dict(raw.node.counts)
-    raw.send_bad_and_wait(_raw_matrix()[kind])
-    counts = raw.node.counts
-    assert counts["bad_frames"] == before["bad_frames"] + 1 and counts["errors"] == before["errors"], kind
-    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), (1700 + list(_raw_matrix()).index(kind), 0)))
-    assert len(landmarks.faces) == 1
-
-
-@pytest.mark.parametrize("kind", list(_compressed_matrix()))
-def test_bad_input_matrix_compressed(compressed: Harness, kind: str) -> None:
-    before = dict(compressed.node.counts)
-    compressed.send_bad_and_wait(_compressed_matrix()[kind])
-    counts = compressed.node.counts
-    assert counts["bad_frames"] == before["bad_frames"] + 1 and counts["errors"] == before["errors"], kind
-    stamp = (1800 + list(_compressed_matrix()).index(kind), 0)
-    landmarks, _ = compressed.send_and_wait(jpeg_msg(astronaut_bgr(), stamp))
-    assert len(landmarks.faces) == 1
-
-
-def test_a_failing_detector_shows_in_diagnostics_and_the_node_keeps_answering(raw: Harness) -> None:
-    """Errors on the detector's thread must not vanish: diagnostics name them, frames still get answers."""
-    node = raw.node
-    detector = node.pipeline.detections
-    real = detector.detector
-
-    class Broken:
-        name = real.name
-
-        def detect(self, image: Any) -> Any:
-            raise RuntimeError("detector exploded")
-
-    node.diagnostics_status()
-    node.pipeline.tracker.reset()
-    detector.detector = Broken()
-    try:
-        raw.send_and_wait(image_msg(astronaut_bgr(), stamp=(1900, 0)))
-        status = node.diagnostics_status()
-        values = {kv.key: kv.value for kv in status.values}
-        assert int(values["detector_errors_total"]) >= 1 and "detector exploded" in values["detector_last_error"]
-        # the period's message (ERROR "face detector failed ...") is not asserted here: this node's
-        # own diagnostics timer may already have closed the period in which the error happened
-    finally:
-        detector.detector = real
-    landmarks, _ = raw.send_and_wait(image_msg(astronaut_bgr(), stamp=(1901, 0)))
-    assert len(landmarks.faces) == 1
-    node.diagnostics_status()  # a fresh period (no spinning from here on: the node's timer cannot run)
-    node.pipeline.counters.detector_errors += 1
-    assert "face detector failed 1 times" in node.diagnostics_status().message
