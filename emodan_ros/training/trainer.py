@@ -386,8 +386,9 @@ class Trainer:
 
         FER+ keeps the bare ``val_`` keys; other sets are ``val_<name>_accuracy`` / ``_macro_f1``. Batches
         are the training batch: on the 2-core CPU, batches of 256 took 2.2x as long per image as batches of
-        64 (5.6 against 2.6 ms; 32 s of every epoch), the activations no longer fitting the caches. The
-        model runs with its BatchNorms folded, as the Predictor runs it (same outputs, a fifth less time).
+        64 (5.6 against 2.6 ms; 32 s of every epoch; not profiled further, likely the larger activations
+        leaving the caches). The model runs with its BatchNorms folded, as the Predictor runs it (same
+        outputs, a fifth less time).
         """
         self.model.eval()
         model = fold_batch_norms(self.model)
