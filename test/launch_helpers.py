@@ -57,10 +57,15 @@ def person_frame(face_px: int, width: int = 640, height: int = 480) -> np.ndarra
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """True at the first check that holds, False once ``timeout`` has passed. Each check runs once:
+    a condition that is a CLI call can hold and then, asked again, miss (a fresh discovery)."""
     deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return condition()
 
 
 class Camera:
@@ -169,14 +174,17 @@ class Camera:
 def ros2(*args: str, timeout: float = 60.0, attempts: int = 6) -> subprocess.CompletedProcess:
     """One `ros2` CLI call (no daemon: nothing stays behind). Without a daemon each call discovers
     the graph anew; on a loaded machine it can miss the node, so discovery gets 2 s (the CLI's
-    default is 0.5 s) and "not found" is retried."""
-    if "--no-daemon" in args:
-        at = args.index("--no-daemon") + 1
-        args = (*args[:at], "--spin-time", "2", *args[at:])
+    default is 0.5 s), and "not found" is retried with twice the time each try, up to 8 s."""
+    spin = 2
     for _ in range(attempts):
-        done = subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout)
+        call = args
+        if "--no-daemon" in args:
+            at = args.index("--no-daemon") + 1
+            call = (*args[:at], "--spin-time", str(spin), *args[at:])
+        done = subprocess.run(["ros2", *call], capture_output=True, text=True, timeout=timeout)
         if "not found" not in (done.stdout + done.stderr).lower():
             break
+        spin = min(2 * spin, 8)
         time.sleep(2.0)
     return done
 

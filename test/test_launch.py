@@ -177,3 +177,18 @@ def test_readme_parameter_table_is_the_schema() -> None:
     from emodan_ros.ros.params import markdown_table
 
     assert markdown_table() in (ROOT / "README.md").read_text()
+
+
+def test_wait_until_stops_at_the_first_check_that_holds() -> None:
+    """A discovery-based check can hold once and miss when asked again; the wait must not ask again."""
+    from launch_helpers import wait_until
+
+    answers = iter([False, True, False])
+    calls: list[int] = []
+
+    def check() -> bool:
+        calls.append(1)
+        return next(answers)
+
+    assert wait_until(check, 10.0) and len(calls) == 2
+    assert not wait_until(lambda: False, 0.1)

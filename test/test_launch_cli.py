@@ -138,13 +138,15 @@ def test_the_lifecycle_node_through_ros2_lifecycle_set() -> None:
                     "device:=cpu")
     camera = Camera(cam_topic, ns)
     try:
-        assert wait_until(lambda: "unconfigured" in ros2("lifecycle", "get", "--no-daemon", node).stdout, 120), \
-            launch.text()[-3000:]
+        seen: list[str] = []
+        if not wait_until(lambda: _state_is(node, "unconfigured", seen), 120):
+            graph = ros2("node", "list", "--no-daemon", "--all")
+            pytest.fail(f"ros2 lifecycle get: {seen[-2:]}; ros2 node list: {graph.stdout!r} {graph.stderr[-500:]!r}; "
+                        f"launch: {launch.text()[-3000:]}")
         assert camera.node.count_subscribers(camera.topic) == 0  # no camera before activate
         for transition, state in (("configure", "inactive"), ("activate", "active")):
             done = ros2("lifecycle", "set", "--no-daemon", node, transition, timeout=120)
             assert "Transitioning successful" in done.stdout, done.stdout + done.stderr
-            seen: list[str] = []
             assert wait_until(lambda: _state_is(node, state, seen), 120), f"wanted {state!r}, last answer {seen[-1:]}"
         assert camera.wait_for_node(60), launch.text()[-3000:]
         stamps = camera.stream(face_frame(640, 480), fps=10, seconds=2)
