@@ -179,12 +179,56 @@ def test_pass_pyramid_and_large_faces_left_to_coarser_passes(monkeypatch: pytest
     small = np.array([[100, 100, 150, 150]], np.float32)  # 50 px: 30 px in the 384 pass
     large = np.array([[100, 100, 400, 400]], np.float32)  # 300 px: 180 px in the 384 pass
     answers = {384: np.concatenate([small, large]), 128: np.zeros((0, 4), np.float32)}
-    monkeypatch.setattr(detector, "_pass", lambda bgr, side: (answers[side], np.full(len(answers[side]), 0.9,
-                                                                                      np.float32)))
+    monkeypatch.setattr(detector, "_pass", lambda bgr, side, border=0.0, shrunk=None: (
+        answers[side], np.full(len(answers[side]), 0.9, np.float32)))
     boxes, _ = detector.detect(image)
     assert len(boxes) == 1 and iou_matrix(boxes, BLAZE_CAL.apply(small))[0, 0] > 0.99
     answers[128] = large
     assert len(detector.detect(image)[0]) == 2  # the coarse pass may report it
+
+
+def _tight_astronaut(grow: float, out: int) -> np.ndarray:
+    """The astronaut's face cropped to ``grow`` times its landmark box and resized to ``out`` px: it fills the frame."""
+    x0, y0, x1, y1 = rf.ASTRONAUT_BOX
+    cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * grow
+    crop = ASTRONAUT[int(cy - s / 2):int(cy + s / 2), int(cx - s / 2):int(cx + s / 2)]
+    return cv2.resize(crop, (out, out), interpolation=cv2.INTER_AREA)
+
+
+def test_a_pass_with_a_border_maps_its_boxes_back_to_the_frame(blaze: BlazeFaceDetector) -> None:
+    """The bordered pass sees the frame smaller inside a black margin; its boxes are in frame pixels all the same."""
+    image = _tight_astronaut(1.3, 256)
+    plain, plain_scores = blaze._pass(image, 128)
+    framed, framed_scores = blaze._pass(image, 128, border=0.15)
+    shrunk, shrunk_scores = blaze._pass(image, 128, border=0.15, shrunk=cv2.resize(image, (128, 128)))
+    best = [b[np.argmax(s)][None] for b, s in ((plain, plain_scores), (framed, framed_scores), (shrunk, shrunk_scores))]
+    assert iou_matrix(best[0], best[1])[0, 0] > 0.8 and iou_matrix(best[1], best[2])[0, 0] > 0.9
+    assert not np.allclose(best[0], best[1])  # a different view of the face, not the same pass again
+
+
+def test_the_bordered_pass_runs_only_where_nothing_was_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame-filling face that the plain passes miss is looked for once more, with a margin around the frame."""
+    image = _tight_astronaut(1.3, 256)
+    detector = BlazeFaceDetector()
+    found, _ = detector.detect(image)
+    real_pass, calls = detector._pass, []
+
+    def counted(bgr: np.ndarray, side: int, border: float = 0.0, shrunk: np.ndarray | None = None):
+        calls.append(border)
+        return real_pass(bgr, side, border, shrunk)
+
+    monkeypatch.setattr(detector, "_pass", counted)
+    assert len(detector.detect(image)[0]) == 1 and max(calls) == 0.0  # found by the plain passes: no extra pass
+    calls.clear()
+    monkeypatch.setattr(detector, "_pass", lambda bgr, side, border=0.0, shrunk=None: (
+        counted(bgr, side, border, shrunk) if border > 0 or bgr.shape[0] < 100 else (np.zeros((0, 4), np.float32),
+                                                                                   np.zeros(0, np.float32))))
+    blind, _ = detector.detect(image)  # the plain passes of the frame see nothing; the looks still work
+    assert calls.count(0.15) == 1 and len(blind) == 1 and iou_matrix(blind, found)[0, 0] > 0.8
+    detector.frame_border = 0.0
+    assert len(detector.detect(image)[0]) == 0
+    with pytest.raises(ValueError, match="frame_border"):
+        BlazeFaceDetector(frame_border=1.5)
 
 
 def _centred(side: int, factor: float, score: float) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +259,8 @@ def test_second_look_keeps_a_candidate_on_the_mean_of_its_looks(
     looks = {80: first, 64: second}
     calls: list[int] = []
 
-    def fake_pass(bgr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    def fake_pass(bgr: np.ndarray, side: int, border: float = 0.0,
+                  shrunk: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         calls.append(side)
         if side == 384:
             return candidate, np.array([0.5], np.float32)  # doubtful: under the trust threshold
@@ -240,7 +285,8 @@ def test_a_large_candidate_gets_the_first_look_alone_at_its_own_threshold(
     candidate = np.array([[10, 10, 130, 130]], np.float32)  # 120 px, touching the frame's corner
     calls: list[int] = []
 
-    def fake_pass(bgr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    def fake_pass(bgr: np.ndarray, side: int, border: float = 0.0,
+                  shrunk: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         calls.append(side)
         if side == 384:
             return candidate, np.array([0.5], np.float32)
