@@ -15,6 +15,8 @@ from emodan_ros.bench import range as range_bench
 from emodan_ros.bench import range_frames as rf
 from emodan_ros.faces.blazeface import (
     BLAZE_CAL,
+    DIM_LEVEL,
+    TARGET_LEVEL,
     MODEL_RELATIVE_PATH,
     BlazeFaceDetector,
     auto_fine_side,
@@ -229,6 +231,39 @@ def test_the_bordered_pass_runs_only_where_nothing_was_found(monkeypatch: pytest
     assert len(detector.detect(image)[0]) == 0
     with pytest.raises(ValueError, match="frame_border"):
         BlazeFaceDetector(frame_border=1.5)
+
+
+def test_a_dim_frame_is_brightened_for_the_detector_alone() -> None:
+    """Auto-exposure after the fact: only frames whose 99th-percentile level is under DIM_LEVEL, by at most max_gain."""
+    detector = BlazeFaceDetector()
+    normal = np.full((480, 640, 3), 40, np.uint8)
+    normal[:, :20] = 230  # a bright strip: the frame is not dim, whatever its mean
+    assert detector._brightened(normal) is normal
+    dim = np.full((480, 640, 3), 50, np.uint8)
+    assert int(detector._brightened(dim)[0, 0, 0]) == round(50 * TARGET_LEVEL / 50)
+    very_dim = np.full((480, 640, 3), 10, np.uint8)
+    assert int(detector._brightened(very_dim)[0, 0, 0]) == 10 * 4  # capped at max_gain
+    assert very_dim[0, 0, 0] == 10 and 50 < DIM_LEVEL  # the caller's frame is not touched
+    assert BlazeFaceDetector(max_gain=1)._brightened(dim) is dim
+    for bad in (0.5, 20):
+        with pytest.raises(ValueError, match="max_gain"):
+            BlazeFaceDetector(max_gain=bad)
+
+
+def test_faces_in_a_dark_frame_are_found_after_the_gain() -> None:
+    """Frames at 4 % of their exposure (levels under about 10): without the gain the model sees none of the faces."""
+    with_gain, without = BlazeFaceDetector(), BlazeFaceDetector(max_gain=1)
+    faces, backgrounds = rf.synthetic_faces(), rf.load_backgrounds()
+    found, missed, total = 0, 0, 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        frame = rf.make_frame(640, 480, faces, backgrounds, rng, 0, sizes=(32, 48, 96), exposures=("normal",))
+        dark = np.clip(frame.bgr * 0.04 + rng.normal(0, 1.0, frame.bgr.shape), 0, 255).astype(np.uint8)
+        hit, extra = rf.match(frame.boxes, with_gain.detect(dark)[0])
+        found, total = found + int(hit.sum()), total + len(hit)
+        missed += len(hit) - int(rf.match(frame.boxes, without.detect(dark)[0])[0].sum())
+        assert extra == 0
+    assert found >= 0.85 * total and missed >= 0.8 * total
 
 
 def _centred(side: int, factor: float, score: float) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,8 @@ How it runs:
   the gap is wide (:func:`pass_sides`). Each pass but the coarsest keeps only faces of up to
   ``MAX_FACE_IN_PASS`` of its pixels. Their boxes are merged by score-weighted NMS (MediaPipe's
   "weighted" suppression: steadier boxes).
+  A dim frame is first brightened for the detector alone (``max_gain``: dark faces score low, and
+  a gain is cheap; figures in README "Face detector range").
   A frame where these passes find nothing gets one more coarse pass with the frame shrunk inside a
   black margin (``frame_border``): a face that fills the frame, cut at chin or brow, is only
   recognised with some surroundings (README "Face detector range").
@@ -88,6 +90,9 @@ LARGE_SIDE, LARGE_THRESHOLD = 96, 0.8
 # 0.25 and 0.4 as an extra pass on every frame found 680 / 677 / 670 and 839 / 839 / 837. Range-bench frames are
 # unchanged (a face is found on each), and so are false faces on face-free ones (same count, seeds 21, 23, 25).
 FRAME_BORDER = 0.15
+# A dim frame (the 99th percentile of its brightest channel under DIM_LEVEL) is brightened for the detector
+# alone, so that level reaches TARGET_LEVEL, by at most ``max_gain`` (a camera's auto-exposure, after the fact).
+DIM_LEVEL, TARGET_LEVEL, MAX_GAIN = 128.0, 200.0, 4.0
 
 
 def parse_looks(looks: str | Sequence[Sequence[float]]) -> tuple[tuple[int, float], ...]:
@@ -264,7 +269,8 @@ class BlazeFaceDetector:
                  trust_threshold: float = 0.9, verify: bool = True,
                  looks: str | Sequence[Sequence[float]] = DEFAULT_LOOKS, large_side: float = LARGE_SIDE,
                  large_threshold: float = LARGE_THRESHOLD, max_verify: int = 12,
-                 nms_iou: float = 0.3, frame_border: float = FRAME_BORDER, backend: str = "auto",
+                 nms_iou: float = 0.3, frame_border: float = FRAME_BORDER, max_gain: float = MAX_GAIN,
+                 backend: str = "auto",
                  model_path: str | Path | None = None, num_threads: int = 1) -> None:
         import cv2
 
@@ -296,6 +302,9 @@ class BlazeFaceDetector:
         if not 0.0 <= frame_border <= 1.0:
             raise ValueError(f"frame_border must be in [0, 1] (a fraction of the long side), not {frame_border!r}")
         self.frame_border = float(frame_border)
+        if not 1.0 <= max_gain <= 16.0:
+            raise ValueError(f"max_gain must be in [1, 16] (1: dim frames as they are), not {max_gain!r}")
+        self.max_gain = float(max_gain)
         c = min(max(self.candidate_threshold, 1e-6), 1 - 1e-6)
         self._logit_thr = float(np.log(c / (1 - c)))
         try:  # load now, so a broken file or runtime fails at start, not on the first frame
@@ -359,7 +368,7 @@ class BlazeFaceDetector:
         h, w = image_bgr.shape[:2]
         if min(h, w) < 16:  # nothing the model could call a face
             return _empty()
-        bgr = image_bgr if image_bgr.flags.c_contiguous else np.ascontiguousarray(image_bgr)
+        bgr = self._brightened(image_bgr if image_bgr.flags.c_contiguous else np.ascontiguousarray(image_bgr))
         sides = [s for s in pass_sides(self.fine_side or auto_fine_side(w, h), self.coarse_side)
                  if 0 < s < 1.5 * max(h, w)] or [max(h, w)]
         thumb = None
@@ -380,6 +389,17 @@ class BlazeFaceDetector:
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
         ok = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
         return sort_by_area(boxes[ok], scores[ok])
+
+    def _brightened(self, bgr: np.ndarray) -> np.ndarray:
+        """``bgr``, or where it is dim a brighter copy (the model was trained on well-exposed faces)."""
+        if self.max_gain <= 1.0:
+            return bgr
+        sample = bgr[::8, ::8].max(axis=2).ravel()
+        k = int(0.99 * (sample.size - 1))
+        level = float(np.partition(sample, k)[k])  # the 99th percentile
+        if level >= DIM_LEVEL:
+            return bgr
+        return self._cv2.convertScaleAbs(bgr, alpha=min(self.max_gain, TARGET_LEVEL / max(level, 1.0)))
 
     def _kept(self, bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Candidates merged (NMS) and judged (second look): the faces, raw boxes in frame pixels."""
