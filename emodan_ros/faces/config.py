@@ -95,7 +95,7 @@ class DetectorConfig(_Checked):
     """Which face detector runs and at what resolution (fixed when the pipeline is built)."""
 
     detector: str = setting("blaze", "Face detector: blaze (MediaPipe BlazeFace short-range, shipped; finds "
-                                     "faces from about 32 px), haar (OpenCV cascade, needs about 48-80 px), "
+                                     "faces from about 24 px), haar (OpenCV cascade, needs about 48-80 px), "
                                      "dlib (needs `pip install dlib-bin`) or yunet (needs detector_model_path).",
                             choices=DETECTOR_NAMES, runtime=False)
     detector_model_path: str = setting("", "Model file: yunet's ONNX (required), or another BlazeFace short-range "
