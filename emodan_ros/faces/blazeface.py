@@ -391,7 +391,7 @@ class BlazeFaceDetector:
         return sort_by_area(boxes[ok], scores[ok])
 
     def _brightened(self, bgr: np.ndarray) -> np.ndarray:
-        """``bgr``, or where it is dim a brighter copy (the model was trained on well-exposed faces)."""
+        """``bgr``, or where it is dim a brighter copy (dark faces score low)."""
         if self.max_gain <= 1.0:
             return bgr
         sample = bgr[::8, ::8].max(axis=2).ravel()
