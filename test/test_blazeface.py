@@ -162,8 +162,8 @@ def test_max_side_sets_the_fine_pass() -> None:
 
 
 def test_auto_fine_pass_follows_the_frame() -> None:
-    """0.8 of the frame's long side within 384-768: a 1280x720 frame's small faces keep their pixels."""
-    sizes = {(640, 480): 512, (320, 240): 384, (800, 600): 640, (1280, 720): 768, (1920, 1080): 768}
+    """0.8 of the frame's long side within 384-1024: a 1280x720 frame's small faces keep their pixels."""
+    sizes = {(640, 480): 512, (320, 240): 384, (800, 600): 640, (1280, 720): 1024, (1920, 1080): 1024}
     assert {wh: auto_fine_side(*wh) for wh in sizes} == sizes
     image, truth = _pasted(1280, 720, 40, 700, 300)
     auto = make_detector("blaze").detect(image)[0]

@@ -60,14 +60,14 @@ from emodan_ros.faces.detector import BoxCalibration, DetectorError, check_image
 
 MODEL_RELATIVE_PATH = "models/detectors/face_detection_short_range.tflite"
 BACKENDS = ("auto", "litert", "opencv")
-# The fine pass's long side when none is set: 0.8 of the frame's (a 640x480 frame at 512 px), no less than
-# 384 (small frames are seen enlarged) and no more than 768 (a 1280x720 frame at 0.6: 1024 px found 24 px faces
-# 0.85-0.86 instead of 0.54-0.57 but took 1.65x the time, and the node waits for the detector on frames where
-# it follows nobody). At 640x480, 0.8 rather than 0.7 (README "Face detector range", three-look second look,
-# range-bench seeds 21, 23, 24 on 300-W faces): 24 px faces 0.76-0.85 -> 0.86-0.92, 32 px 0.91-0.97 -> 0.91-0.98,
-# false faces 0-0.013 either way (the astronaut's run: 0.020 -> 0.033, on coins), 1.23-1.27x the time; 0.7 rather
-# than 0.6 had bought 24 px 0.49-0.66 -> 0.68-0.75 with the one-look second look.
-AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.8, 384, 768
+# The fine pass's long side when none is set: 0.8 of the frame's (a 640x480 frame at 512 px, 1280x720 at 1024), no
+# less than 384 (small frames are seen enlarged) and no more than 1024. At 1280x720, 1024 rather than 768 px (README
+# "Face detector range", range-bench seeds 21, 23, 25 on 300-W faces): 24 px faces 0.60-0.77 -> 0.87-0.91, 32 px
+# 0.88-0.94 -> 0.94-0.96, 160 px within 0.02 either way, no false faces, at 1.6x the time (the node follows known
+# faces without waiting for it). At 640x480, 0.8 rather than 0.7 (README "Face detector range", three-look second
+# look, range-bench seeds 21, 23, 24 on 300-W faces): 24 px faces 0.76-0.85 -> 0.86-0.92, 32 px 0.91-0.97 ->
+# 0.91-0.98, false faces 0-0.013 either way (the astronaut's run: 0.020 -> 0.033, on coins), 1.23-1.27x the time.
+AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.8, 384, 1024
 # A pass's boxes larger than this (in its input's pixels) are left to the next, coarser pass: the
 # short-range model saw faces of up to about its 128 px input, and a face twice that size comes out as
 # confident boxes around part of it (range bench, 320 px faces at the fine pass of 0.6x).
