@@ -15,7 +15,9 @@ from emodan_ros.model.device import DEVICES, PRECISIONS
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint (.pt); default: the package's default model")
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 (default), so that a score does not depend on a timed choice; auto: the node's "
+                             "rule (bf16 where the CPU has bf16 units and it is faster, fp16 on CUDA)")
     parser.add_argument("--flip-average", action="store_true",
                         help="average each face with its mirror image (the node's flip_average parameter)")
     parser.add_argument("--torch-threads", type=int, default=0,

@@ -25,7 +25,7 @@ from emodan_ros.model.device import set_torch_threads
 
 
 def evaluate_bag(bag: str, out: str, mode: str = "offline", model: str | None = None, device: str = "auto",
-                 precision: str = "auto", restrict: bool = False, image_topic: str | None = None,
+                 precision: str = "fp32", restrict: bool = False, image_topic: str | None = None,
                  truth_topic: str | None = None, truth_landmarks_topic: str | None = None,
                  truth_csv: str | None = None, stamp_tolerance: float = 0.001, pred_topic: str | None = None,
                  pred_landmarks_topic: str | None = None, detector: str = "blaze", detector_model: str = "",

@@ -226,7 +226,7 @@ def image_reader(dataset: Any) -> Any:
 def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str = "crop",
              restrict: bool = False, usage: str | None = None, detector: str = "blaze",
              detector_model: str = "", detector_max_side: int = 0, device: str = "auto",
-             precision: str = "auto", batch_size: int = 64, limit: int | None = None,
+             precision: str = "fp32", batch_size: int = 64, limit: int | None = None,
              saliency_per_class: int = 2, pts_offset: float = 0.0, predictor: Any = None,
              flip_average: bool = False) -> dict[str, Any]:
     """Run the evaluation and write metrics.json, predictions.csv, report.md and plots into ``out``."""
@@ -265,6 +265,7 @@ def evaluate(model: str | None, data: str, fmt: str, out: str, input_kind: str =
         "input": input_kind, "format": fmt, "data": str(data),
         "model": str(getattr(predictor, "source", "")), "model_classes": list(predictor.class_names),
         "flip_average": bool(getattr(predictor, "flip_average", False)),
+        "precision": str(getattr(predictor, "precision", "")),
         "dataset_classes": list(dataset_classes),
         "n_unreadable": len(dataset.bad_files), "unreadable": list(dataset.bad_files[:100]),
     })
