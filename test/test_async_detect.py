@@ -69,6 +69,7 @@ class Detector:
         self.gate.set()
         self.held = threading.Event()  # set once a detection waits at the closed gate
         self.fail = False
+        self.delay = 0.0  # seconds each detection takes
         self.calls = 0
         self.threads: set[str] = set()
 
@@ -77,6 +78,7 @@ class Detector:
         if not self.gate.is_set():
             self.held.set()
         assert self.gate.wait(10.0)
+        time.sleep(self.delay)
         self.calls += 1
         if self.fail:
             raise RuntimeError("detector broke")
@@ -156,6 +158,65 @@ def test_followed_faces_do_not_wait_for_a_slow_detector(setup) -> None:
     assert pipe.detections.busy and pipe.detections.replaced >= 4  # newest frame only, the rest replaced
     detector.gate.set()
     assert pipe.detections.wait()
+
+
+def _camera(pipe: EmotionPipeline, frames: list[np.ndarray], period: float) -> list[list]:
+    """``frames`` at one every ``period`` s (a frame that comes while the last is processed waits)."""
+    start, out = time.monotonic(), []
+    for k, frame in enumerate(frames):
+        time.sleep(max(0.0, start + k * period - time.monotonic()))
+        out.append(pipe.process(frame))
+    return out
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25])
+def test_an_empty_scene_gives_the_detector_its_idle_share_and_no_more(setup, share: float) -> None:
+    """A detector slower than the camera: with nobody to follow, the frames between its runs are answered
+    at once, so that it takes about ``idle_detector_share`` of the time instead of all of it."""
+    world, detector, make = setup
+    detector.delay = 0.05
+    pipe = make(idle_detector_share=share)
+    frames = [world.frame({}) for _ in range(16)]
+    start = time.monotonic()
+    assert _camera(pipe, frames, 0.03) == [[]] * 16
+    busy = detector.calls * detector.delay / (time.monotonic() - start)
+    assert 2 <= detector.calls <= 16 * share + 1 and busy <= share + 0.15
+    assert pipe.counters.idle_unsearched == 16 - detector.calls
+    assert detector.threads == {"MainThread"}  # the frames it skipped were not handed to its thread either
+
+
+def test_with_the_whole_share_every_empty_frame_waits_for_the_detector(setup) -> None:
+    world, detector, make = setup
+    detector.delay = 0.05
+    pipe = make(idle_detector_share=1.0)
+    _camera(pipe, [world.frame({}) for _ in range(8)], 0.03)
+    assert detector.calls == 8 and pipe.counters.idle_unsearched == 0
+
+
+def test_a_face_entering_an_empty_scene_is_found_within_the_idle_wait(setup) -> None:
+    world, detector, make = setup
+    detector.delay = 0.05
+    pipe = make(idle_detector_share=0.5)
+    box = [100, 100, 200, 200]
+    results = _camera(pipe, [world.frame({}) for _ in range(5)] + [world.frame({"A": box}) for _ in range(8)], 0.03)
+    found = [k for k, faces in enumerate(results) if faces]
+    # the longest wait: a run that just missed it (0.05 s), its idle pause (0.05 s), its own run (0.05 s)
+    assert found and 5 <= found[0] <= 5 + 5 and all(results[k] for k in range(found[0], 13))
+    np.testing.assert_allclose(results[-1][0].box, box, atol=1e-3)
+
+
+def test_the_first_frame_after_a_face_left_is_searched_at_once(setup) -> None:
+    world, detector, make = setup
+    detector.delay = 0.05
+    pipe = make(idle_detector_share=0.1, redetect_every=100)
+    pipe.process(world.frame({}))  # searched: the next empty frames would wait 0.45 s for their turn
+    (face,) = pipe.process(world.frame({"A": [100, 100, 200, 200]})) or [None]
+    assert face is None  # its turn had not come
+    time.sleep(0.5)
+    (face,) = pipe.process(world.frame({"A": [100, 100, 200, 200]}))
+    calls = detector.calls
+    assert pipe.process(world.frame({})) == [] and pipe.stats.detected  # gone: looked for at once
+    assert detector.calls == calls + 1
 
 
 def test_a_new_face_appears_one_detector_run_later_with_its_own_id(setup) -> None:

@@ -1,7 +1,8 @@
 """End-to-end speed of emotion_node over DDS: `python -m emodan_ros.bench.node --faces 1 --fps 15`.
 
 Starts the node as its own process (as on a robot), plays a camera: 640x480 bgr8 frames with 1, 2,
-4 or 8 faces (cut from skimage.data.astronaut()) at a fixed rate, stamped with the send time, over the
+4 or 8 faces (cut from skimage.data.astronaut()), or none (skimage's face-free coffee photo: what an
+empty scene costs), at a fixed rate, stamped with the send time, over the
 sensor-data QoS with the package's Fast DDS profile in both processes. Measures:
 - latency: image stamp -> EmotionStateArray received (p50/p90/p99/max, first vs last third to
   show queue growth: a growing queue shows as a rising latency),
@@ -31,9 +32,12 @@ FRAME_W, FRAME_H = 640, 480
 
 
 def make_frame(faces: int) -> np.ndarray:
-    """A 640x480 BGR frame: 1 face (about 120 px wide), or 2, 4 or 8 heads on a grid."""
+    """A 640x480 BGR frame: no face (a photo of a cup), 1 face (about 120 px wide), or 2, 4 or 8 heads on a grid."""
     from skimage import data
 
+    if faces == 0:
+        return cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (FRAME_W, FRAME_H),
+                          interpolation=cv2.INTER_AREA)
     astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     frame = np.full((FRAME_H, FRAME_W, 3), 100, np.uint8)
     if faces == 1:
@@ -42,7 +46,7 @@ def make_frame(faces: int) -> np.ndarray:
         return frame
     grids = {2: (1, 2), 4: (2, 2), 8: (2, 4)}
     if faces not in grids:
-        raise ValueError(f"faces must be one of 1, {', '.join(map(str, grids))}")
+        raise ValueError(f"faces must be one of 0, 1, {', '.join(map(str, grids))}")
     rows, cols = grids[faces]
     cell_h, cell_w = FRAME_H // rows, FRAME_W // cols
     height = min(cell_h, cell_w * 230 // 210) - 10
@@ -134,7 +138,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--faces", type=int, default=1, choices=(1, 2, 4, 8))
+    parser.add_argument("--faces", type=int, default=1, choices=(0, 1, 2, 4, 8),
+                        help="faces per frame (0: a face-free photo, what an empty scene costs)")
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (after 3 s warm-up)")
     parser.add_argument("--model", default="", help="checkpoint; default: the package model, else untrained")

@@ -88,6 +88,11 @@ class PipelineConfig(_Checked):
     detect_async: bool = setting(True, "Run the face detector on its own thread: followed faces never wait "
                                        "for it, new faces appear one detector run later (false: a detection "
                                        "frame waits for the detector; same answers on any machine).")
+    idle_detector_share: float = setting(0.5, "With detect_async and nobody to follow, the share of the time "
+                                              "the detector may take: a frame waits for it only when its last "
+                                              "run ended long enough ago; the frames between are answered at "
+                                              "once, with no face (1 = every frame waits; an empty 1280x720 "
+                                              "scene then takes a whole core).", 0.05, 1.0)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ arrive; a face they do not confirm, or whose appearance check fails, is not repo
 detection is asked for; and boxes for frames before such a loss are thrown away, so a face that
 left cannot come back from an old detection. Only when nobody is followed does a frame wait for
 the detector (nothing else would be reported anyway, and a face is then found on the frame it
-appears in, not one period later). Offline evaluation uses the synchronous mode, which gives the
+appears in, not one period later), and on an empty scene only as often as ``idle_detector_share``
+allows: the frames between are answered at once, with no face, so that an empty scene neither
+takes a whole core nor queues frames where the detector is slower than the camera. Offline evaluation uses the synchronous mode, which gives the
 same answer for the same frames whatever the machine's speed.
 """
 
@@ -108,6 +110,7 @@ class PipelineCounters:
     resets: int = 0  # tracking forgotten because the frame size changed
     detector_errors: int = 0  # detections that raised (either thread); the frame went on without boxes
     stale_detections: int = 0  # async detections thrown away: for a frame before a face was lost
+    idle_unsearched: int = 0  # frames with nobody to follow answered without a detection (idle_detector_share)
 
 
 class EmotionPipeline:
@@ -127,6 +130,7 @@ class EmotionPipeline:
         self.detections = AsyncDetector(detector)  # its thread starts with the first async detection
         self._valid_from = 0  # async detections for frames before this one are stale
         self._seen: dict[int, tuple[list[int], np.ndarray]] = {}  # frame sent to the detector -> its faces
+        self._idle_next = 0.0  # monotonic time from which a frame with nobody to follow may wait for the detector
         self._closer = weakref.finalize(self, self.detections.close)
 
     @property
@@ -157,6 +161,7 @@ class EmotionPipeline:
         self.detections.discard()
         self._valid_from = self.counters.frames + 1
         self._seen.clear()
+        self._idle_next = 0.0
 
     def close(self) -> None:
         """Stop the detector's thread (also done when the pipeline is garbage-collected or at exit).
@@ -386,11 +391,15 @@ class EmotionPipeline:
                 self._need_detect = True
                 self._valid_from = frame
             rows = np.flatnonzero(~lost)
-        synced = len(rows) == 0
+        synced = len(rows) == 0 and time.monotonic() >= self._idle_next
+        unsearched = len(rows) == 0 and not synced  # nobody followed, the detector's idle share used up
+        self.counters.idle_unsearched += int(unsearched)
         if synced:  # nobody to report in any case: this frame may as well wait for the detector
             td = time.perf_counter()
             boxes, scores = self._cap(*self._detect(image_bgr, followed[:0])[:2])
             detect_ms = (time.perf_counter() - td) * 1000.0
+            share = self.config.idle_detector_share
+            self._idle_next = time.monotonic() + detect_ms / 1000.0 * (1.0 - share) / share
             detected = True
             self._need_detect = False  # this frame has just been looked at
             rows = np.arange(len(boxes))
@@ -399,10 +408,12 @@ class EmotionPipeline:
                 out = self.predictor.predict(image_bgr, boxes)
                 predict_ms += (time.perf_counter() - tp) * 1000.0
         boxes, scores = boxes[rows], scores[rows]
+        if len(rows):
+            self._idle_next = 0.0  # the first frame after a face leaves is searched at once
         ids = self.tracker.update(boxes, scores)
         results = self._report(image_bgr, ids, boxes, scores, out, rows) if len(boxes) else []
         self._since_detect += 0 if synced else 1
-        if not synced and (self._need_detect or self._since_detect >= self.config.redetect_every):
+        if not synced and not unsearched and (self._need_detect or self._since_detect >= self.config.redetect_every):
             self._seen[frame] = ([r.face_id for r in results], np.array([r.box for r in results],
                                                                          np.float32).reshape(-1, 4))
             while len(self._seen) > MAX_SEEN:

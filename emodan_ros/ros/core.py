@@ -355,6 +355,7 @@ class EmotionCore:
             "detector_errors_total": str(self.pipeline.counters.detector_errors),
             "detector_last_error": self.pipeline.detections.last_error or "",
             "stale_detections_total": str(self.pipeline.counters.stale_detections),
+            "idle_frames_unsearched_total": str(self.pipeline.counters.idle_unsearched),
             **{f"{k}_total": str(v) for k, v in counts.items()},
         }
         return DiagnosticStatus(
