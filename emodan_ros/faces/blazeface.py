@@ -62,11 +62,12 @@ MODEL_RELATIVE_PATH = "models/detectors/face_detection_short_range.tflite"
 BACKENDS = ("auto", "litert", "opencv")
 # The fine pass's long side when none is set: 0.8 of the frame's (a 640x480 frame at 512 px, 1280x720 at 1024), no
 # less than 384 (small frames are seen enlarged) and no more than 1024. At 1280x720, 1024 rather than 768 px (README
-# "Face detector range", range-bench seeds 21, 23, 25 on 300-W faces): 24 px faces 0.60-0.77 -> 0.87-0.91, 32 px
-# 0.88-0.94 -> 0.94-0.96, 160 px within 0.02 either way, no false faces, at 1.6x the time (the node follows known
-# faces without waiting for it). At 640x480, 0.8 rather than 0.7 (README "Face detector range", three-look second
-# look, range-bench seeds 21, 23, 24 on 300-W faces): 24 px faces 0.76-0.85 -> 0.86-0.92, 32 px 0.91-0.97 ->
-# 0.91-0.98, false faces 0-0.013 either way (the astronaut's run: 0.020 -> 0.033, on coins), 1.23-1.27x the time.
+# "Face detector range", range-bench seeds 21, 23, 25 on 300-W faces): 24 px faces 0.59-0.63 -> 0.89-0.94, 32 px
+# 0.88-0.92 -> 0.92-0.96, 48-320 px 0.92-0.99 -> 0.95-0.99, no false faces, at 1.6x the time (followed faces do
+# not wait for it, and an empty scene gives it at most the pipeline's idle_detector_share). At 640x480, 0.8
+# rather than 0.7 (README "Face detector range", three-look second look, range-bench seeds 21, 23, 24 on 300-W
+# faces): 24 px faces 0.76-0.85 -> 0.86-0.92, 32 px 0.91-0.97 -> 0.91-0.98, false faces 0-0.013 either way (the
+# astronaut's run: 0.020 -> 0.033, on coins), 1.23-1.27x the time.
 AUTO_FINE_FRACTION, AUTO_FINE_MIN, AUTO_FINE_MAX = 0.8, 384, 1024
 # A pass's boxes larger than this (in its input's pixels) are left to the next, coarser pass: the
 # short-range model saw faces of up to about its 128 px input, and a face twice that size comes out as

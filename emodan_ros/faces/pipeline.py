@@ -24,8 +24,9 @@ left cannot come back from an old detection. Only when nobody is followed does a
 the detector (nothing else would be reported anyway, and a face is then found on the frame it
 appears in, not one period later), and on an empty scene only as often as ``idle_detector_share``
 allows: the frames between are answered at once, with no face, so that an empty scene neither
-takes a whole core nor queues frames where the detector is slower than the camera. Offline evaluation uses the synchronous mode, which gives the
-same answer for the same frames whatever the machine's speed.
+takes a whole core nor queues frames where the detector is slower than the camera. Offline
+evaluation uses the synchronous mode, which gives the same answer for the same frames whatever the
+machine's speed.
 """
 
 from __future__ import annotations
@@ -413,7 +414,8 @@ class EmotionPipeline:
         ids = self.tracker.update(boxes, scores)
         results = self._report(image_bgr, ids, boxes, scores, out, rows) if len(boxes) else []
         self._since_detect += 0 if synced else 1
-        if not synced and not unsearched and (self._need_detect or self._since_detect >= self.config.redetect_every):
+        due = self._need_detect or self._since_detect >= self.config.redetect_every
+        if not synced and not unsearched and due:
             self._seen[frame] = ([r.face_id for r in results], np.array([r.box for r in results],
                                                                          np.float32).reshape(-1, 4))
             while len(self._seen) > MAX_SEEN:

@@ -38,9 +38,9 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool | None:
     """Whether the CPU lists bf16 units (``cpuinfo``: /proc/cpuinfo's text); None where that is unknown.
 
-    Without them bf16 is emulated, slower and less exact: timing alone once picked it on such a CPU
-    when another process slowed the fp32 runs, and the same evaluation then scored 11 of 746 faces
-    differently.
+    Without them bf16 is emulated, slower and less exact, so it is not timed there at all; where a
+    timing decides, a busy machine can tip it (two runs of one evaluation under load chose differently
+    and scored 11 of 746 faces differently, which is why `emodan eval` defaults to fp32).
     """
     if cpuinfo is None:
         try:

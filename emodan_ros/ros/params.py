@@ -59,8 +59,8 @@ PARAMS: dict[str, ParamSpec] = {
                                     "tests and speed benchmarks only.", read_only=True),
     "device": ParamSpec("auto", "Inference device: auto (CUDA when available), cuda or cpu.",
                         read_only=True, choices=DEVICES),
-    "precision": ParamSpec("auto", "Inference precision: auto (fp16 on CUDA, bf16 on a CPU with bf16 units when faster), "
-                           "fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
+    "precision": ParamSpec("auto", "Inference precision: auto (fp16 on CUDA, bf16 on a CPU with bf16 units "
+                           "when faster), fp32, bf16 or fp16 (CUDA only).", read_only=True, choices=PRECISIONS),
     "flip_average": ParamSpec(False, "Also run each face mirrored (in the same batch) and average both "
                               "answers: a face and its mirror image get the same emotion. Slightly better "
                               "accuracy and landmarks for twice the network work (figures: README, Speed).",
