@@ -28,7 +28,10 @@ if HAS_MSGS:
 # widened by the model's crop margin (an untrained model's points stay inside its crop).
 ASTRONAUT_REGION = (150.0, 50.0, 300.0, 215.0)
 _HARNESSES = itertools.count()
-TEST_PARAMS = {"redetect_every": 1, "detector_max_side": 512, "smoothing": 0.0, "diagnostics_period": 0.2}
+# idle_detector_share 1: these tests send a frame, wait for its answer and send the next at once, faster than
+# any camera, and expect an empty scene's next frame searched (the share's own tests: test_async_detect.py).
+TEST_PARAMS = {"redetect_every": 1, "detector_max_side": 512, "smoothing": 0.0, "diagnostics_period": 0.2,
+               "idle_detector_share": 1.0}
 
 
 def astronaut_bgr() -> np.ndarray:

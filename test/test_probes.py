@@ -46,6 +46,9 @@ def pipelines(predictor, mode: str):
     made: list[EmotionPipeline] = []
 
     def make(**settings) -> EmotionPipeline:
+        # Frames come back to back here, faster than any camera: with an idle share under 1 the frames right
+        # after a detector run on an empty scene would go unsearched (that rule's own tests: test_async_detect.py).
+        settings = {"idle_detector_share": 1.0, **settings}
         pipe = EmotionPipeline(predictor, HaarDetector(), PipelineConfig(detect_async=mode != "sync", **settings))
         if mode == "async_paced":
             inner = pipe.process
