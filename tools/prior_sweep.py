@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emodan_ros.bench.accuracy import restricted_accuracy
 from emodan_ros.data.mix import ClassBalanced
 from emodan_ros.data.readers import FerPlusDataset, ManifestDataset
 from emodan_ros.faces.classes import FERPLUS_CLASSES, map_distribution
@@ -61,11 +62,12 @@ def read_predictions(folder: str) -> tuple[np.ndarray, np.ndarray]:
 
 def adjusted_scores(probs: np.ndarray, true: np.ndarray, prior: np.ndarray, tau: float) -> tuple[float, list[float]]:
     """Accuracy and per-class recall (the set's classes) with the probabilities divided by prior ** tau."""
-    present = np.unique(true[true >= 0])
-    logits = np.log(np.clip(probs, 1e-8, None)) - tau * np.log(prior)
-    pred = np.argmax(np.where(np.isin(np.arange(len(prior)), present), logits, -np.inf), axis=1)
-    right = (pred == true) & ~np.isnan(probs[:, 0])
-    return float(right[true >= 0].mean()), [float(right[true == c].mean()) for c in present]
+    present = [FERPLUS_CLASSES[c] for c in np.unique(true[true >= 0])]
+    adjusted = probs / prior ** tau  # NaN rows (no face) stay NaN and count as wrong
+    labelled = true >= 0
+    truth = np.array([present.index(FERPLUS_CLASSES[c]) for c in true[labelled]])
+    scores = restricted_accuracy(adjusted[labelled], FERPLUS_CLASSES, truth, present)
+    return scores["accuracy"], [scores["per_class_recall"][c] for c in present]
 
 
 def main() -> None:
