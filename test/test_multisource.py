@@ -383,8 +383,10 @@ def test_score_is_the_mean_accuracy_over_sets_minus_nme() -> None:
     """Each validation set counts once; F1 and other metrics are not accuracies."""
     record = {"val_accuracy": 0.6, "val_lfw_accuracy": 0.2, "val_macro_f1": 0.9, "val_lfw_macro_f1": 0.1,
               "val_nme_inter_ocular": 0.05, "train_loss": 3.0}
-    assert Trainer._score(None, record) == pytest.approx(0.35)
-    assert Trainer._score(None, {"val_nme_inter_ocular": 0.05}) == pytest.approx(-0.05)
+    assert Trainer._score(record) == pytest.approx(0.35)
+    assert Trainer._score({"val_nme_inter_ocular": 0.05}) == pytest.approx(-0.05)
+    raw = {"raw_val_accuracy": 0.5, "raw_val_nme_inter_ocular": 0.1} | record  # the weight average's companion
+    assert Trainer._score(raw, "raw_val_") == pytest.approx(0.4) and Trainer._score(raw) == pytest.approx(0.35)
 
 
 def test_training_with_an_extra_emotion_set(tmp_path: Path, sources: dict[str, str],

@@ -84,7 +84,7 @@ def test_validation_scores_the_model_as_trained_though_it_runs_folded(tmp_path: 
     """validate() runs a BatchNorm-folded copy in training-size batches: the figures must be the model's own."""
     trainer = Trainer(config(tmp_path, data, "epochs=[1]"))
     trainer.run()
-    record = trainer.validate(2)
+    record = trainer.validate(trainer.model, 2)
     model = trainer.model.eval()
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the trained model is left as it is
     fer = trainer.valid_emotion["ferplus"]
@@ -121,6 +121,45 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert [record["epoch"] for record in resumed["history"]] == [1, 2]
     assert all(torch.allclose(resumed["state_dict"][k].float(), straight["state_dict"][k].float(), atol=1e-5)
                for k in straight["state_dict"])
+
+
+def test_weight_average_is_what_is_validated_selected_and_resumed(tmp_path: Path, data: dict[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ema_decay, best.pt holds the average (not the trained weights), the trained weights' scores are
+    kept beside it, and an interrupted run resumes its average as well as its weights."""
+    train(config(tmp_path / "straight", data, "ema_decay=0.9"))
+    straight = read_checkpoint(tmp_path / "straight" / "run" / "last.pt")
+    average = {k.removeprefix("module."): v for k, v in straight["average"].items() if k.startswith("module.")}
+    record = straight["history"][-1]
+    assert {"raw_val_accuracy", "raw_val_nme_inter_ocular", "val_accuracy"} <= set(record)
+    assert record["raw_val_nme_inter_ocular"] != record["val_nme_inter_ocular"]
+    weights = [k for k in average if k.endswith(".weight")]
+    assert any(not torch.allclose(average[k], straight["state_dict"][k]) for k in weights)  # an average, not a copy
+    train(config(tmp_path / "one", data, "ema_decay=0.9", "epochs=[1]"))  # one epoch: best.pt is that epoch's
+    one = read_checkpoint(tmp_path / "one" / "run" / "last.pt")["average"]
+    best = read_checkpoint(tmp_path / "one" / "run" / "best.pt")["state_dict"]
+    assert best.keys() == {k.removeprefix("module.") for k in one if k.startswith("module.")}
+    assert all(torch.equal(best[k], one[f"module.{k}"]) for k in best)
+
+    original_save = Trainer._save
+
+    def save_then_die(self: Trainer, record, phase, epoch, optimizer, scheduler) -> None:
+        original_save(self, record, phase, epoch, optimizer, scheduler)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "cut", data, "ema_decay=0.9"))
+    monkeypatch.setattr(Trainer, "_save", original_save)
+    cut = tmp_path / "cut" / "run" / "last.pt"
+    train(config(tmp_path / "cut", data, "ema_decay=0.9", f"resume={cut}"))
+    resumed = read_checkpoint(cut)["average"]
+    assert all(torch.allclose(resumed[k].float(), straight["average"][k].float(), atol=1e-5) for k in resumed)
+    train(config(tmp_path / "plain", data, "epochs=[1]"))
+    with pytest.raises(CheckpointError, match="no weight average"):
+        train(config(tmp_path / "plain", data, "ema_decay=0.9", f"resume={tmp_path / 'plain' / 'run' / 'last.pt'}"))
+    with pytest.raises(ValueError, match="ema_decay"):
+        config(tmp_path, data, "ema_decay=1.0")
 
 
 def test_stagewise_training_freezes_earlier_stages(tmp_path: Path, data: dict[str, str],

@@ -12,168 +12,31 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence, get_args, get_origin, get_type_hints
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emodan_ros.evaluation import metrics
 from emodan_ros.model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from emodan_ros.faces.crop import (NO_AUGMENTATION, Augmentation)
-from emodan_ros.model.dan import PRESETS, DANConfig, EmotionalDAN, fold_batch_norms, standardize
+from emodan_ros.model.dan import EmotionalDAN, fold_batch_norms, standardize
 from emodan_ros.data.crop_dataset import CropDataset, mean_shape_of
 from emodan_ros.data.landmarks import PtsDataset, list_pts_files, split_holdout
 from emodan_ros.data.face_boxes import detect_boxes
-from emodan_ros.data.teacher import TEACHERS, teacher_landmarks
+from emodan_ros.data.teacher import teacher_landmarks
 from emodan_ros.data.mix import ClassBalanced, WeightedMix
 from emodan_ros.data.readers import FerPlusDataset, ManifestDataset
 from emodan_ros.model.loss import LossConfig, joint_loss
 from emodan_ros.evaluation.plots import plot_confusion
+from emodan_ros.training.config import TrainConfig
 from emodan_ros.training.plots import plot_training_curves
 from emodan_ros.model.device import faster_cpu_precision, fp32_state, resolve_device
-
-
-RESERVED_SET_NAMES = ("ferplus", "ferplus_train", "ferplus_valid", "landmarks")  # keys the run already uses
-
-
-def _typed(name: str, value: Any, hint: Any) -> Any:
-    """``value`` as the field's type, or a ValueError now, not deep inside the optimiser later.
-
-    YAML reads ``1e-3`` (no dot) as a string; numbers written that way are accepted for float fields.
-    """
-    kind = get_origin(hint) or hint
-    if kind is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is list:
-        (item,) = get_args(hint)
-        if isinstance(value, int) and not isinstance(value, bool) and item is int:
-            return [value]  # epochs: 10 means [10]
-        if isinstance(value, list):
-            return [_typed(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
-    elif isinstance(value, kind):
-        return value
-    expected = getattr(kind, "__name__", str(kind))
-    raise ValueError(f"training option {name} must be {expected}, got {value!r} ({type(value).__name__})")
-
-
-@dataclass
-class TrainConfig:
-    """One training run; every field can come from YAML and be overridden with ``--set``."""
-
-    out: str = "runs/emodan"
-    preset: str = "cpu"
-    model: dict[str, Any] = field(default_factory=dict)  # DANConfig overrides of the preset
-    ferplus_train: str = ""  # FER+ folder with label.csv (emotion only)
-    ferplus_valid: str = ""  # scored on majority labels
-    scheme: str = "probability"  # majority | multilabel | probability | crossentropy
-    # More emotion sources: {name, train, valid, weight} with train/valid path,label manifests; each is
-    # cropped where the node's detector finds its face and gets `weight` of every epoch (FER+ the rest).
-    emotion_sets: list[dict[str, Any]] = field(default_factory=list)
-    class_balance: float = 0.0  # per-source class weights n_c ** -class_balance (0 = the source's priors)
-    # "dlib": the emotion_sets' training faces also get dlib's 68 landmarks (data/teacher.py); "" = none
-    landmark_teacher: str = ""
-    teacher_ferplus: bool = False  # the teacher labels the FER+ training faces too (the face its crop frames)
-    landmark_dirs: list[str] = field(default_factory=list)  # iBUG .pts folders (landmarks only)
-    landmark_holdout: float = 0.1  # fraction of the .pts files kept apart for NME
-    landmark_share: float = 0.2  # fraction of each epoch drawn from the landmark data
-    pts_offset: float = 0.0  # subtracted from .pts coordinates (1 for 1-based files; see PtsDataset)
-    epoch_length: int = 0  # samples per epoch; 0 = size of the emotion set / (1 - landmark_share)
-    schedule: str = "joint"  # joint | stagewise (stage 1 first, then each next stage with earlier ones frozen)
-    epochs: list[int] = field(default_factory=lambda: [10])  # joint: [n]; stagewise: one count per stage
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    alpha: float = 0.5
-    beta: float = 0.5
-    label_smoothing: float = 0.0
-    augment: dict[str, Any] = field(default_factory=dict)  # Augmentation overrides
-    device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 (CPU) | fp16 (CUDA AMP)
-    workers: int = 0
-    threads: int = 0  # torch CPU threads; 0 = torch default
-    seed: int = 0
-    max_batches: int = 0  # per epoch, 0 = all (for smoke tests)
-    resume: str = ""
-    init: str = ""  # fine-tune: start from this checkpoint's weights with a fresh optimiser and schedule
-
-    @classmethod
-    def from_sources(cls, path: str | None, overrides: Sequence[str]) -> TrainConfig:
-        data: dict[str, Any] = {}
-        if path:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ValueError(f"unknown training options in {path}: {sorted(unknown)}")
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            head, _, sub = key.partition(".")
-            if head not in known:
-                raise ValueError(f"unknown training option {head!r}")
-            parsed = yaml.safe_load(value)
-            if sub:
-                data.setdefault(head, {})[sub] = parsed
-            else:
-                data[head] = parsed
-        hints = get_type_hints(cls)
-        config = cls(**{key: _typed(key, value, hints[key]) for key, value in data.items()})
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}")
-        if self.schedule not in ("joint", "stagewise"):
-            raise ValueError("schedule must be 'joint' or 'stagewise'")
-        if isinstance(self.epochs, int):
-            self.epochs = [self.epochs]
-        stages = self.model_config().num_stages
-        if self.schedule == "stagewise" and len(self.epochs) != stages:
-            raise ValueError(f"stagewise training needs one epoch count per stage ({stages})")
-        if not self.ferplus_train and not self.landmark_dirs:
-            raise ValueError("give ferplus_train and/or landmark_dirs")
-        names = [entry.get("name") for entry in self.emotion_sets]
-        for entry in self.emotion_sets:
-            missing = {"name", "train", "weight"} - set(entry)
-            unknown = set(entry) - {"name", "train", "valid", "weight"}
-            if missing or unknown:
-                raise ValueError(f"emotion_sets entries need name, train, weight (valid optional): {entry}")
-            if entry["name"] in RESERVED_SET_NAMES or names.count(entry["name"]) > 1:
-                raise ValueError(f"emotion_sets names must be unique and not one of {RESERVED_SET_NAMES}: "
-                                 f"{entry['name']!r}")
-            weight = entry["weight"]
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ValueError(f"emotion_sets weight must be a number >= 0, got {weight!r} for {entry['name']!r}")
-        shares = self.landmark_share * bool(self.landmark_dirs) + sum(float(e["weight"]) for e in self.emotion_sets)
-        if self.ferplus_train and shares >= 1.0:
-            raise ValueError(f"landmark_share plus the emotion_sets weights must leave FER+ a share, got {shares}")
-        if self.landmark_teacher and self.landmark_teacher not in TEACHERS:
-            raise ValueError(f"landmark_teacher must be empty or one of {TEACHERS}, got {self.landmark_teacher!r}")
-        if self.teacher_ferplus and not self.landmark_teacher:
-            raise ValueError("teacher_ferplus needs a landmark_teacher")
-        if self.init and self.resume:
-            raise ValueError("give init (fine-tune) or resume (continue a run), not both")
-        LossConfig(self.alpha, self.beta, self.scheme, self.label_smoothing)
-
-    def model_config(self) -> DANConfig:
-        return replace(PRESETS[self.preset], **{k: tuple(v) if isinstance(v, list) else v
-                                                for k, v in self.model.items()})
 
 
 def seed_everything(seed: int) -> None:
@@ -222,6 +85,9 @@ class Trainer:
         # NHWC convolutions are the fast ones for oneDNN on the CPU and for cuDNN's fp16 tensor cores alike.
         self.memory_format = torch.channels_last
         self.model = self.model.to(memory_format=self.memory_format)
+        # Polyak averaging (timm's model EMA, through torch's own AveragedModel); batch-norm statistics averaged too.
+        self.average = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+                        if config.ema_decay else None)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
         self.history: list[dict[str, Any]] = []
@@ -337,7 +203,10 @@ class Trainer:
                 self.train_set.set_epoch(epoch + 1000 * phase)
                 train_stats = self._train_epoch(loader, optimizer, scheduler, scaler, stages, phase, epoch, epochs)
                 record = {"phase": phase, "stages": [s + 1 for s in stages], "epoch": epoch + 1, **train_stats,
-                          **self.validate(max(stages) + 1)}
+                          **self.validate(self.evaluated_model(), max(stages) + 1)}
+                if self.average is not None:
+                    raw = self.validate(self.model, max(stages) + 1)
+                    record |= {f"raw_{k}": v for k, v in raw.items() if k.endswith(("accuracy", "f1", "ocular"))}
                 self.history.append(record)
                 self._save(record, phase, epoch + 1, optimizer, scheduler)
                 self._report(record)
@@ -369,6 +238,8 @@ class Trainer:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if self.average is not None:
+                self.average.update_parameters(self.model)
             n = images.shape[0]
             seen += n
             totals["loss"] += terms.total.item() * n
@@ -380,8 +251,12 @@ class Trainer:
         return {f"train_{k}": v / max(seen, 1) for k, v in totals.items()} | {
             "epoch_seconds": elapsed, "train_images_per_second": seen / max(elapsed, 1e-9)}
 
+    def evaluated_model(self) -> EmotionalDAN:
+        """What validation scores and best.pt holds: the weight average where there is one."""
+        return self.average.module if self.average is not None else self.model
+
     @torch.inference_mode()
-    def validate(self, stages: int) -> dict[str, Any]:
+    def validate(self, model: EmotionalDAN, stages: int) -> dict[str, Any]:
         """Emotion accuracy on every validation set (one pass, as the node runs) and landmark NME on the holdout.
 
         FER+ keeps the bare ``val_`` keys; other sets are ``val_<name>_accuracy`` / ``_macro_f1``. Batches
@@ -390,8 +265,8 @@ class Trainer:
         leaving the caches). The model runs with its BatchNorms folded, as the Predictor runs it (same
         outputs, a fifth less time).
         """
-        self.model.eval()
-        model = fold_batch_norms(self.model)
+        model.eval()
+        model = fold_batch_norms(model)
         result: dict[str, Any] = {}
         for name, dataset in self.valid_emotion.items():
             labels, predictions = [], []
@@ -421,24 +296,26 @@ class Trainer:
                                                              "failure_rate_0.08")})
         return result
 
-    def _score(self, record: dict[str, Any]) -> float:
+    @staticmethod
+    def _score(record: dict[str, Any], prefix: str = "val_") -> float:
         """Model selection: the mean emotion accuracy over the validation sets (each set counts once, so
         FER+ cannot outvote faces that are not FER's) minus the landmark inter-ocular NME."""
-        accuracies = [v for k, v in record.items() if k.startswith("val_") and k.endswith("accuracy")]
+        accuracies = [v for k, v in record.items() if k.startswith(prefix) and k.endswith("accuracy")]
         mean = sum(accuracies) / len(accuracies) if accuracies else 0.0
-        return mean - record.get("val_nme_inter_ocular", 0.0)
+        return mean - record.get(f"{prefix}nme_inter_ocular", 0.0)
 
     def _save(self, record: dict[str, Any], phase: int, epoch: int, optimizer, scheduler) -> None:
         extra = {"metrics": record, "history": self.history, "data": self.data_info,
                  "train_config": asdict(self.config), "precision": self.precision}
+        average = {"average": self.average.state_dict()} if self.average is not None else {}
         save_checkpoint(self.out / "last.pt", self.model, phase=phase, epoch=epoch,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        rng=torch.get_rng_state(), best_score=self.best_score, **extra)
+                        rng=torch.get_rng_state(), best_score=self.best_score, **average, **extra)
         final_phase = phase == len(self.phases()) - 1
         score = self._score(record)
         if final_phase and score > self.best_score:
             self.best_score = score
-            save_checkpoint(self.out / "best.pt", self.model, **extra)
+            save_checkpoint(self.out / "best.pt", self.evaluated_model(), **extra)
         (self.out / "metrics.json").write_text(json.dumps(self.history, indent=1))
         plot_training_curves(self.history, self.out / "curves.png")
         if "val_confusion" in record:
@@ -456,6 +333,8 @@ class Trainer:
         if "val_nme_inter_ocular" in record:
             parts.append(f"NME io {100 * record['val_nme_inter_ocular']:.2f}%")
         parts.append(f"score {self._score(record):.4f}")
+        if self.average is not None:
+            parts.append(f"raw weights' score {self._score(record, 'raw_val_'):.4f}")
         tqdm.write(" | ".join(parts))
 
     def _initialise(self, path: str) -> None:
@@ -475,6 +354,10 @@ class Trainer:
         if "optimizer" not in payload:
             raise CheckpointError(f"{path} holds no optimiser state: resume from a run's last.pt")
         self.model.load_state_dict(fp32_state(payload["state_dict"]))
+        if self.average is not None:
+            if "average" not in payload:
+                raise CheckpointError(f"{path} holds no weight average: resume it without ema_decay")
+            self.average.load_state_dict(payload["average"])
         self.history = list(payload.get("history", []))
         self.best_score = float(payload.get("best_score", -math.inf))
         phase, epoch = int(payload["phase"]), int(payload["epoch"])
