@@ -11,7 +11,7 @@ import torch
 from emodan_ros.model.checkpoint import CheckpointError, load_model, read_checkpoint
 from emodan_ros.evaluation import metrics
 from emodan_ros.model.dan import default_mean_shape, standardize
-from emodan_ros.training.trainer import TrainConfig, Trainer, train
+from emodan_ros.training.trainer import TrainConfig, Trainer, train, weighted_mean_update
 
 TINY_MODEL = {"input_size": 32, "width": 0.125, "fc_size": 32, "convs_per_block": 1}
 VOTES = ["6,2,1,0,1,0,0,0,0,0", "0,8,2,0,0,0,0,0,0,0", "1,0,7,2,0,0,0,0,0,0", "0,0,0,9,1,0,0,0,0,0",
@@ -121,6 +121,22 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert [record["epoch"] for record in resumed["history"]] == [1, 2]
     assert all(torch.allclose(resumed["state_dict"][k].float(), straight["state_dict"][k].float(), atol=1e-5)
                for k in straight["state_dict"])
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9997])
+def test_weighted_mean_update_leaves_nothing_on_the_first_weights_but_their_share(decay: float) -> None:
+    """After n updates the average is sum_k decay^(n-k) w_k / sum_k decay^(n-k): no weight stuck on w_0."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False), torch.nn.BatchNorm1d(1))
+    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=weighted_mean_update(decay), use_buffers=True)
+    seen = [torch.tensor([[3.0, -1.0]]), torch.tensor([[5.0, 0.0]]), torch.tensor([[-1.0, 2.0]])]
+    for value in seen:
+        model[0].weight.data.copy_(value)
+        model(torch.randn(4, 2))
+        average.update_parameters(model)
+    shares = torch.tensor([decay ** (len(seen) - 1 - k) for k in range(len(seen))])
+    expected = (torch.stack(seen) * shares[:, None, None]).sum(0) / shares.sum()
+    assert torch.allclose(average.module[0].weight, expected, atol=1e-6)
+    assert int(average.module[1].num_batches_tracked) == len(seen)  # a counter is copied, not averaged
 
 
 def test_weight_average_is_what_is_validated_selected_and_resumed(tmp_path: Path, data: dict[str, str],

@@ -14,11 +14,11 @@ import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -37,6 +37,25 @@ from emodan_ros.evaluation.plots import plot_confusion
 from emodan_ros.training.config import TrainConfig
 from emodan_ros.training.plots import plot_training_curves
 from emodan_ros.model.device import faster_cpu_precision, fp32_state, resolve_device
+
+
+def weighted_mean_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """AveragedModel's update for an exponentially weighted mean of the weights seen so far: step k's
+    weights weigh ``decay ** (n - k)``, normalised, so none of the weight is left on the random
+    initialisation (a plain EMA started from it keeps ``decay ** n`` there: 72 % after three epochs of
+    the shipped recipe at 0.9997). ``decay`` 0 follows the trained weights, towards 1 it is SWA's equal mean.
+    """
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Any) -> None:
+        n = int(num_averaged) + 1  # AveragedModel copies the first weights and counts them as one
+        share = (1.0 - decay) / (1.0 - decay ** n)
+        for mean, now in zip(averaged, current, strict=True):
+            if mean.is_floating_point():
+                mean.lerp_(now, share)
+            else:  # batch-norm's step counter
+                mean.copy_(now)
+
+    return update
 
 
 def seed_everything(seed: int) -> None:
@@ -85,8 +104,7 @@ class Trainer:
         # NHWC convolutions are the fast ones for oneDNN on the CPU and for cuDNN's fp16 tensor cores alike.
         self.memory_format = torch.channels_last
         self.model = self.model.to(memory_format=self.memory_format)
-        # Polyak averaging (timm's model EMA, through torch's own AveragedModel); batch-norm statistics averaged too.
-        self.average = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        self.average = (AveragedModel(self.model, multi_avg_fn=weighted_mean_update(config.ema_decay), use_buffers=True)
                         if config.ema_decay else None)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
