@@ -74,8 +74,8 @@ class TrainConfig:
     alpha: float = 0.5
     beta: float = 0.5
     label_smoothing: float = 0.0
-    # > 0: an exponential moving average of the weights (this decay per step) is what is validated, selected and
-    # saved as best.pt; the trained weights' scores are kept beside it as raw_val_* (0 = none)
+    # > 0: an exponentially weighted mean of the weights (this decay per step; trainer.weighted_mean_update) is
+    # what is validated, selected and saved as best.pt; the trained weights' scores go beside it as raw_val_*
     ema_decay: float = 0.0
     augment: dict[str, Any] = field(default_factory=dict)  # Augmentation overrides
     device: str = "auto"
